@@ -1,0 +1,28 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` the whole suite.
+# Both create or reuse the virtual environment in .venv at the repository root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=23"
+	$(PY) -m pip install -c $(CONSTRAINTS) torch torchvision
+	$(PY) -m pip install -c $(CONSTRAINTS) -e ".[test,training]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ultrasam demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) Testing/benchmarks/bench_predictor.py
+
+clean-venv:
+	rm -rf $(VENV)

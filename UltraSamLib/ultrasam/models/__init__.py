@@ -1,0 +1,149 @@
+"""One model interface for every SAM-family checkpoint.
+
+``load_model`` reads a checkpoint safely, decides its family from the tensors (UltraSam mmdet
+layout, SAM/MedSAM layout, LiteMedSAM TinyViT layout), builds a ``segment_anything`` ``Sam`` of
+the sizes the tensors imply, loads it strictly, and pairs it with the family's
+:class:`ModelSpec`. Builders are registered per layout in :data:`BUILDERS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ultrasam.checkpoints import detect_layout, load_state_dict, sam_family_from_vit_width
+from ultrasam.errors import CheckpointError
+from ultrasam.models.spec import FAMILY_SPECS, ModelSpec
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("ultrasam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "litemedsam")
+
+
+@dataclass
+class SamModel:
+    """A built model (``segment_anything``-style ``Sam``) and the rules for feeding it."""
+
+    sam: nn.Module
+    spec: ModelSpec
+    source: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sam.parameters()).device
+
+    def to(self, device: str | torch.device) -> "SamModel":
+        self.sam.to(device)
+        return self
+
+
+def _load_strict(sam: nn.Module, state_dict: Mapping[str, torch.Tensor], allow_missing: tuple[str, ...] = ()) -> None:
+    """``load_state_dict(strict=True)`` with one clear error listing every problem."""
+    own = sam.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in state_dict
+        if k in own and state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            problems.append(f"{len(items)} {label}: " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else ""))
+    if problems:
+        raise CheckpointError("checkpoint does not fit the model — " + "; ".join(problems))
+    sam.load_state_dict(state_dict, strict=not allow_missing)
+
+
+def _build_sam_layout(sd: Mapping[str, torch.Tensor], family: str | None, fast: bool) -> tuple[nn.Module, ModelSpec]:
+    from ultrasam.models.sam_vit import build_sam_vit, infer_sam_vit_config
+
+    config = infer_sam_vit_config(sd)
+    family = family or sam_family_from_vit_width(config.embed_dim)
+    sam = build_sam_vit(config, fast_attention=fast)
+    _load_strict(sam, sd)
+    return sam, FAMILY_SPECS[family]
+
+
+def _build_ultrasam(sd: Mapping[str, torch.Tensor], family: str | None, fast: bool) -> tuple[nn.Module, ModelSpec]:
+    from ultrasam.keymap import DOUBLE_RESIDUAL_NORM3_EPS, ultrasam_to_sam
+    from ultrasam.models.sam_vit import build_sam_vit, infer_sam_vit_config
+
+    mapped = ultrasam_to_sam(sd)
+    config = infer_sam_vit_config(mapped)
+    sam = build_sam_vit(config, fast_attention=fast)
+    for layer in sam.mask_decoder.transformer.layers:
+        layer.norm3.eps = DOUBLE_RESIDUAL_NORM3_EPS
+    has_mask_prompt = any(k.startswith("prompt_encoder.mask_downscaling.") for k in mapped)
+    _load_strict(sam, mapped, allow_missing=() if has_mask_prompt else ("prompt_encoder.mask_downscaling.",))
+    spec = FAMILY_SPECS[family or "ultrasam"]
+    if not has_mask_prompt:
+        log.warning("checkpoint has no mask-prompt encoder (trained without refinement): refinement disabled")
+        spec = spec.with_(refine=False, mask_prompt=False)
+    return sam, spec
+
+
+def _build_litemedsam(sd: Mapping[str, torch.Tensor], family: str | None, fast: bool) -> tuple[nn.Module, ModelSpec]:
+    from ultrasam.models.litemedsam import build_litemedsam
+
+    return build_litemedsam(sd), FAMILY_SPECS[family or "litemedsam"]
+
+
+BUILDERS: dict[str, Callable[[Mapping[str, torch.Tensor], str | None, bool], tuple[nn.Module, ModelSpec]]] = {
+    "sam_vit": _build_sam_layout,
+    "mmdet_ultrasam": _build_ultrasam,
+    "litemedsam": _build_litemedsam,
+}
+
+_LAYOUT_OF_FAMILY = {
+    "ultrasam": {"mmdet_ultrasam", "sam_vit"},
+    "sam_vit_b": {"sam_vit"},
+    "sam_vit_l": {"sam_vit"},
+    "sam_vit_h": {"sam_vit"},
+    "medsam": {"sam_vit"},
+    "litemedsam": {"litemedsam"},
+}
+
+
+def model_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], family: str | None = None, fast: bool = True, source: str = ""
+) -> SamModel:
+    """Build the model a state dict describes; ``family`` only chooses the recipe (e.g. MedSAM vs SAM)."""
+    layout = detect_layout(state_dict)
+    if family is not None:
+        if family not in _LAYOUT_OF_FAMILY:
+            raise CheckpointError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        if layout not in _LAYOUT_OF_FAMILY[family]:
+            raise CheckpointError(f"checkpoint {source} has the {layout} layout, which is not a {family} checkpoint")
+    sam, spec = BUILDERS[layout](state_dict, family, fast)
+    sam.eval()
+    return SamModel(sam=sam, spec=spec, source=str(source))
+
+
+def load_model(
+    checkpoint: str | Path | None = None,
+    family: str | None = None,
+    device: str | torch.device = "cpu",
+    fast: bool = True,
+) -> SamModel:
+    """Load any SAM-family checkpoint; with no checkpoint, fetch ``family``'s weights (default LiteMedSAM).
+
+    ``fast`` swaps in the accelerated encoder attention (same weights, fp32 results within 1e-4).
+    """
+    if checkpoint is None:
+        from ultrasam import weights
+
+        family = family or "litemedsam"
+        checkpoint = weights.fetch(family)  # registry names are family names
+    state_dict = load_state_dict(checkpoint)
+    model = model_from_state_dict(state_dict, family=family, fast=fast, source=str(checkpoint))
+    return model.to(device)
+
+
+__all__ = ["FAMILIES", "ModelSpec", "SamModel", "load_model", "model_from_state_dict"]

@@ -1,0 +1,300 @@
+"""Encode an image once, then answer any number of prompts with the decoder alone.
+
+Coordinates are original-image pixels: a point ``(x, y)`` names column ``x``, row ``y``; a box
+is ``[x0, y0, x1, y1]`` with an exclusive max corner (COCO ``[x, y, x + w, y + h]``).
+
+With refinement (the UltraSam recipe, default for the ``ultrasam`` family) the decoder runs
+twice: pass 1 single-mask; pass 2 multimask with pass 1's logits as the mask prompt, a point
+prompt replaced by the box of pass 1's mask (negative points are kept: the original had none),
+and the mask with the highest predicted IoU selected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Hashable
+
+import numpy as np
+import torch
+
+from ultrasam.errors import ImageError, PromptError
+from ultrasam.models import SamModel
+from ultrasam.transforms import InputGeometry, mask_to_box, masks_to_original, prepare_input, to_rgb_uint8
+
+
+@dataclass
+class DecoderPass:
+    """One decoder pass of a refined prediction, kept for inspection and fidelity tests.
+
+    Coordinates are those the positional encoding sees: model pixels with SAM's +0.5 included.
+    """
+
+    low_res_logits: np.ndarray
+    iou: np.ndarray
+    points: np.ndarray | None
+    boxes: np.ndarray | None
+
+
+@dataclass
+class Prediction:
+    """Masks at original resolution, predicted IoU and 256² logits, batch first: ``(B, K, ...)``."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+    passes: list[DecoderPass] = field(default_factory=list)
+
+    @property
+    def best_index(self) -> int:
+        return int(np.argmax(self.scores[0]))
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The first prompt's best mask, ``(H, W)`` bool."""
+        return self.masks[0, self.best_index]
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[0, self.best_index])
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Low-res logits of :attr:`mask`; pass ``logits[None]`` back as ``mask_input``."""
+        return self.low_res_logits[0, self.best_index]
+
+
+@dataclass
+class _Embedding:
+    features: torch.Tensor
+    geometry: InputGeometry
+
+
+class Predictor:
+    """A ``SamPredictor``-like front end that works for every family in :mod:`ultrasam.models`."""
+
+    def __init__(self, model: SamModel, cache_size: int = 8) -> None:
+        self.model = model
+        self.cache_size = cache_size
+        self._cache: "OrderedDict[Hashable, _Embedding]" = OrderedDict()
+        self._current: _Embedding | None = None
+
+    # ------------------------------------------------------------------ image
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def set_image(
+        self, image: np.ndarray, key: Hashable | None = None, window: tuple[float, float] | None = None
+    ) -> None:
+        """Make ``image`` current, encoding it unless its embedding is cached.
+
+        ``key`` names the image for the cache (e.g. ``(volume_id, axis, slice)``); without one the
+        content hash is used, so the same pixels are never encoded twice.
+        """
+        rgb = to_rgb_uint8(image, window)
+        cache_key = (key if key is not None else self._content_key(rgb), window)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            self._cache.move_to_end(cache_key)
+            self._current = cached
+            return
+        self._current = self._encode(rgb)
+        self._cache[cache_key] = self._current
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def set_embedding(self, features: torch.Tensor, original_hw: tuple[int, int]) -> None:
+        """Use a precomputed embedding (e.g. from a batched encoder run)."""
+        from ultrasam.transforms import resized_shape
+
+        spec = self.model.spec
+        geometry = InputGeometry(tuple(original_hw), resized_shape(*original_hw, spec), spec.image_size)
+        self._current = _Embedding(features.to(self.device), geometry)
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        return self._require_image().features
+
+    @property
+    def geometry(self) -> InputGeometry:
+        return self._require_image().geometry
+
+    def is_cached(self, key: Hashable, window: tuple[float, float] | None = None) -> bool:
+        return (key, window) in self._cache
+
+    @staticmethod
+    def _content_key(rgb: np.ndarray) -> str:
+        digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
+        digest.update(repr(rgb.shape).encode())
+        return "sha:" + digest.hexdigest()
+
+    @torch.inference_mode()
+    def _encode(self, rgb: np.ndarray) -> _Embedding:
+        tensor, geometry = prepare_input(rgb, self.model.spec, self.device)
+        features = self.model.sam.image_encoder(tensor)
+        return _Embedding(features, geometry)
+
+    def _require_image(self) -> _Embedding:
+        if self._current is None:
+            raise ImageError("no image set: call set_image() first")
+        return self._current
+
+    # ------------------------------------------------------------------ prompts
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = False,
+        refine: bool | None = None,
+    ) -> Prediction:
+        """Masks for the prompts; ``box`` may be ``(B, 4)`` to segment B objects in one batch."""
+        current = self._require_image()
+        spec = self.model.spec
+        refine = spec.refine if refine is None else refine
+        if refine and not spec.mask_prompt:
+            raise PromptError("this checkpoint has no mask-prompt encoder, so refinement is unavailable")
+        coords, point_labels, boxes = self._check_prompts(points, labels, box, current.geometry.original_hw)
+        mask_tensor = None
+        if mask_input is not None:
+            mask_tensor = torch.as_tensor(np.asarray(mask_input, np.float32), device=self.device)
+            if mask_tensor.ndim == 3:
+                mask_tensor = mask_tensor[:, None]
+        with torch.inference_mode():
+            passes: list[DecoderPass] = []
+            if not refine:
+                logits, iou = self._decode(current, coords, point_labels, boxes, mask_tensor, multimask)
+                masks = masks_to_original(logits, current.geometry, spec)
+            else:
+                logits, iou, masks = self._refined(current, coords, point_labels, boxes, mask_tensor, multimask, passes)
+        return Prediction(
+            masks=masks.cpu().numpy(),
+            scores=iou.float().cpu().numpy(),
+            low_res_logits=logits.float().cpu().numpy(),
+            passes=passes,
+        )
+
+    def _refined(self, current, coords, point_labels, boxes, mask_tensor, multimask, passes):
+        geometry = current.geometry
+        coords_m = None if coords is None else geometry.points_to_model(coords)
+        boxes_m = None if boxes is None else geometry.boxes_to_model(boxes)
+        logits1, iou1 = self._decode_model_coords(current, coords_m, point_labels, boxes_m, mask_tensor, multimask=False)
+        passes.append(_record(logits1, iou1, coords_m, boxes_m))
+        if boxes is None:  # UltraSam: a point prompt becomes the box of the pass-1 mask
+            masks1 = masks_to_original(logits1, geometry, self.model.spec).cpu().numpy()
+            derived = [mask_to_box(m[0]) for m in masks1]
+            if all(b is not None for b in derived):  # an empty pass-1 mask keeps its points
+                boxes_m = geometry.boxes_to_model(np.stack(derived)) - 0.5  # the original adds no +0.5 here
+                coords_m, point_labels = _negatives_only(coords_m, point_labels)
+        logits2, iou2 = self._decode_model_coords(current, coords_m, point_labels, boxes_m, logits1, multimask=True)
+        passes.append(_record(logits2, iou2, coords_m, boxes_m))
+        if not multimask:
+            best = iou2.argmax(dim=1)
+            index = torch.arange(logits2.shape[0], device=logits2.device)
+            logits2, iou2 = logits2[index, best][:, None], iou2[index, best][:, None]
+        return logits2, iou2, masks_to_original(logits2, geometry, self.model.spec)
+
+    def _decode(self, current, coords, point_labels, boxes, mask_tensor, multimask):
+        geometry = current.geometry
+        coords_model = None if coords is None else geometry.points_to_model(coords)
+        boxes_model = None if boxes is None else geometry.boxes_to_model(boxes)
+        return self._decode_model_coords(current, coords_model, point_labels, boxes_model, mask_tensor, multimask)
+
+    def _decode_model_coords(self, current, coords, point_labels, boxes, mask_tensor, multimask):
+        sam = self.model.sam
+        device = self.device
+        point_arg = None
+        if coords is not None:
+            point_arg = (
+                torch.as_tensor(coords, dtype=torch.float32, device=device),
+                torch.as_tensor(point_labels, dtype=torch.int64, device=device),
+            )
+        box_arg = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=device)
+        sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_tensor)
+        logits, iou = sam.mask_decoder(
+            image_embeddings=current.features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        return logits, iou
+
+    @staticmethod
+    def _check_prompts(points, labels, box, original_hw):
+        """Validate prompts in original pixels; return batched ``(B, N, 2)``, ``(B, N)``, ``(B, 4)``."""
+        height, width = original_hw
+        coords = point_labels = boxes = None
+        if box is not None:
+            boxes = np.asarray(box, np.float64)
+            boxes = boxes[None] if boxes.ndim == 1 else boxes
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise PromptError(f"box must be [x0, y0, x1, y1] or an array of them, got shape {np.shape(box)}")
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                if not np.isfinite([x0, y0, x1, y1]).all():
+                    raise PromptError(f"box {i} has non-finite coordinates {boxes[i].tolist()}")
+                if x1 <= x0 or y1 <= y0:
+                    raise PromptError(f"box {i} {boxes[i].tolist()} is empty or degenerate: need x0 < x1 and y0 < y1")
+                if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+                    raise PromptError(
+                        f"box {i} {boxes[i].tolist()} extends outside the {width}×{height} image "
+                        f"(allowed x in [0, {width}], y in [0, {height}])"
+                    )
+        if points is not None:
+            coords = np.asarray(points, np.float64)
+            if coords.ndim == 1:
+                coords = coords[None]
+            if coords.ndim == 2:
+                coords = coords[None]
+            if coords.ndim != 3 or coords.shape[2] != 2 or coords.shape[1] == 0:
+                raise PromptError(f"points must be (N, 2) (x, y) pairs, got shape {np.shape(points)}")
+            point_labels = np.ones(coords.shape[:2], np.int64) if labels is None else np.asarray(labels, np.int64)
+            if point_labels.ndim == 1:
+                point_labels = point_labels[None]
+            if point_labels.shape != coords.shape[:2]:
+                raise PromptError(f"labels shape {np.shape(labels)} does not match points shape {np.shape(points)}")
+            if not np.isin(point_labels, (0, 1)).all():
+                raise PromptError("point labels must be 1 (positive) or 0 (negative)")
+            for b, pts in enumerate(coords):
+                for i, (x, y) in enumerate(pts):
+                    if not (np.isfinite(x) and np.isfinite(y)) or not (0 <= x < width and 0 <= y < height):
+                        raise PromptError(
+                            f"point {i} ({x:g}, {y:g}) lies outside the {width}×{height} image "
+                            f"(x must be in [0, {width}), y in [0, {height}))"
+                        )
+            if boxes is not None and coords.shape[0] != boxes.shape[0]:
+                if coords.shape[0] != 1:
+                    raise PromptError("with several boxes, give one point set per box or one shared set")
+                coords = np.repeat(coords, boxes.shape[0], axis=0)
+                point_labels = np.repeat(point_labels, boxes.shape[0], axis=0)
+        if coords is None and boxes is None:
+            raise PromptError("give at least one point or a box")
+        return coords, point_labels, boxes
+
+
+def _negatives_only(coords: np.ndarray | None, labels: np.ndarray | None):
+    """Keep each prompt's negative points, padded with SAM's 'not a point' label (-1)."""
+    if coords is None:
+        return None, None
+    kept = [coords[b][labels[b] == 0] for b in range(coords.shape[0])]
+    count = max(len(k) for k in kept)
+    if count == 0:
+        return None, None
+    out_coords = np.zeros((coords.shape[0], count, 2))
+    out_labels = -np.ones((coords.shape[0], count), np.int64)
+    for b, pts in enumerate(kept):
+        out_coords[b, : len(pts)] = pts
+        out_labels[b, : len(pts)] = 0
+    return out_coords, out_labels
+
+
+def _record(logits: torch.Tensor, iou: torch.Tensor, coords: np.ndarray | None, boxes: np.ndarray | None) -> DecoderPass:
+    return DecoderPass(
+        low_res_logits=logits.float().cpu().numpy(),
+        iou=iou.float().cpu().numpy(),
+        points=None if coords is None else coords + 0.5,
+        boxes=None if boxes is None else boxes + 0.5,
+    )
