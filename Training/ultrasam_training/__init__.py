@@ -1,0 +1,1 @@
+"""UltraSam training and data pipeline (optional extra of the ``ultrasam`` package)."""
