@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMAND_MODULES = ("ultrasam_training.data.cli",)
+COMMAND_MODULES = (
+    "ultrasam_training.data.cli",
+    "ultrasam_training.train.cli",
+    "ultrasam_training.evaluation.cli",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
