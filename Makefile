@@ -22,6 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install -c $(CONSTRAINTS) -e ".[bench]"
+	$(PY) Testing/benchmarks/bench_encoder.py
 	$(PY) Testing/benchmarks/bench_predictor.py
 
 clean-venv:
