@@ -66,7 +66,7 @@ def propagate(
     sweep: bool = True,
     frame_range: tuple[int, int] | None = None,
     min_score: float = 0.5,
-    margin: float = 0.0,
+    margin: float = 0.05,
     use_logits: bool = False,
     key: Hashable = "volume",
     progress: bool = True,
