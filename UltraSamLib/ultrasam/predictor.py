@@ -260,10 +260,11 @@ class Predictor:
                 raise PromptError("point labels must be 1 (positive) or 0 (negative)")
             for b, pts in enumerate(coords):
                 for i, (x, y) in enumerate(pts):
-                    if not (np.isfinite(x) and np.isfinite(y)) or not (0 <= x < width and 0 <= y < height):
+                    # pixel c covers [c - 0.5, c + 0.5): integer coordinates are pixel centres
+                    if not (np.isfinite(x) and np.isfinite(y)) or not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
                         raise PromptError(
                             f"point {i} ({x:g}, {y:g}) lies outside the {width}×{height} image "
-                            f"(x must be in [0, {width}), y in [0, {height}))"
+                            f"(x must be in [-0.5, {width - 0.5}), y in [-0.5, {height - 0.5}))"
                         )
             if boxes is not None and coords.shape[0] != boxes.shape[0]:
                 if coords.shape[0] != 1:

@@ -18,20 +18,12 @@ from tqdm import tqdm
 
 from ultrasam.errors import PromptError
 from ultrasam.predictor import Predictor
+from ultrasam.prompts import FramePrompts
 from ultrasam.transforms import mask_to_box
 
 log = logging.getLogger(__name__)
 
 FrameSource = Callable[[int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class SlicePrompt:
-    """Prompts on one slice, in that slice's pixels (x = column, y = row)."""
-
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
 
 
 @dataclass
@@ -43,9 +35,9 @@ class SliceResult:
     prompted: bool
 
 
-def _segment(predictor: Predictor, image: np.ndarray, key: Hashable, prompt: SlicePrompt, mask_input=None) -> tuple:
+def _segment(predictor: Predictor, image: np.ndarray, key: Hashable, prompt: FramePrompts, mask_input=None) -> tuple:
     predictor.set_image(image, key=key)
-    prediction = predictor.predict(points=prompt.points, labels=prompt.labels, box=prompt.box, mask_input=mask_input)
+    prediction = predictor.predict(**prompt.predict_kwargs(), mask_input=mask_input)
     return prediction.mask, prediction.score, prediction.logits
 
 
@@ -61,7 +53,7 @@ def propagate(
     predictor: Predictor,
     frame: FrameSource,
     num_frames: int,
-    prompts: Mapping[int, SlicePrompt],
+    prompts: Mapping[int, FramePrompts],
     *,
     sweep: bool = True,
     frame_range: tuple[int, int] | None = None,
@@ -113,7 +105,7 @@ def _sweep(predictor, frame, results, seed, step, bounds, prompts, min_score, ma
         box = mask_to_box(previous.mask)
         if box is None:
             return
-        prompt = SlicePrompt(box=grow_box(box, margin, previous.mask.shape))
+        prompt = FramePrompts(index, box=grow_box(box, margin, previous.mask.shape))
         mask_input = previous.logits[None] if use_logits else None
         mask, score, logits = _segment(predictor, frame(index), (key, index), prompt, mask_input)
         bar.total += 1
@@ -123,3 +115,10 @@ def _sweep(predictor, frame, results, seed, step, bounds, prompts, min_score, ma
             return
         previous = results[index] = SliceResult(index, mask, score, logits, prompted=False)
         index += step
+
+
+def SlicePrompt(points=None, labels=None, box=None, index: int = 0) -> FramePrompts:  # noqa: N802 - TEMPORARY shim
+    """Deprecated spelling of :class:`ultrasam.prompts.FramePrompts` (to be removed)."""
+    points = np.zeros((0, 2)) if points is None else points
+    labels = np.ones(len(np.asarray(points).reshape(-1, 2)), np.int64) if labels is None else labels
+    return FramePrompts(index, points, labels, box)

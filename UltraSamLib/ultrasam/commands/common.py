@@ -1,0 +1,63 @@
+"""Options and helpers shared by the segmentation commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ultrasam.errors import UltraSamError
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--model", default=None, help="registered weights name (default litemedsam); see `ultrasam weights list`")
+    choice.add_argument("--checkpoint", default=None, help="a checkpoint file; its family is detected from the tensors")
+    group.add_argument("--family", default=None, help="force the recipe for a SAM-layout checkpoint (e.g. medsam)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    refine = group.add_mutually_exclusive_group()
+    refine.add_argument("--refine", dest="refine", action="store_true", default=None, help="UltraSam two-pass refinement")
+    refine.add_argument("--no-refine", dest="refine", action="store_false", help="single decoder pass")
+
+
+def add_propagation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("propagation")
+    group.add_argument("--propagate", action="store_true", help="carry masks from prompted frames to their neighbours")
+    group.add_argument("--range", nargs=2, type=int, metavar=("FIRST", "LAST"), help="never propagate outside these frames (inclusive)")
+    group.add_argument("--min-score", type=float, default=0.5, help="stop where the predicted IoU falls below this (default 0.5)")
+    group.add_argument("--use-logits", action="store_true", help="also pass the previous frame's logits as a mask prompt")
+
+
+def add_output_options(parser: argparse.ArgumentParser, out_help: str) -> None:
+    group = parser.add_argument_group("outputs (never overwritten without --overwrite)")
+    group.add_argument("--out", type=Path, required=True, help=out_help)
+    group.add_argument("--overlay", type=Path, help="QC overlay PNG (a montage for several frames)")
+    group.add_argument("--rle", type=Path, help="also write the masks as COCO RLE JSON")
+    group.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from ultrasam.models import load_model
+
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UltraSamError(f"--device {device} requested but no CUDA GPU is available to this torch build; use --device cpu")
+    if args.checkpoint:
+        return load_model(args.checkpoint, family=args.family, device=device)
+    from ultrasam import weights
+
+    name = args.model or "litemedsam"
+    entry = weights.get_entry(name)
+    return load_model(weights.fetch(name), family=args.family or entry.family, device=device)
+
+
+def make_predictor(args: argparse.Namespace):
+    """A predictor honouring ``--refine/--no-refine`` (None keeps the family's default)."""
+    from ultrasam.predictor import Predictor
+
+    model = load_model_from_args(args)
+    if args.refine is not None:
+        model.spec = model.spec.with_(refine=args.refine)
+    return Predictor(model, cache_size=64)

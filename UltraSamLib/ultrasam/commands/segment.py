@@ -1,0 +1,82 @@
+"""``ultrasam segment``: one image, a DICOM file or a cine loop, prompted by pixel clicks and boxes.
+
+A multi-frame input (cine DICOM, 2D+t volume) is segmented on ``--frame`` (default 0); with
+``--propagate`` the mask is carried to the other frames. Outputs never overwrite an existing
+file unless ``--overwrite`` is given, and are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ultrasam.commands.common import add_model_options, add_output_options, add_propagation_options, make_predictor
+from ultrasam.errors import PromptError, UltraSamError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment a 2D image, DICOM or cine loop from clicks and boxes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", type=Path, help="PNG/JPEG/BMP/TIFF image, DICOM (single- or multi-frame), or a 2D+t volume")
+    add_pixel_prompt_options(parser)
+    parser.add_argument("--frame", type=int, default=0, help="frame the prompts apply to (multi-frame inputs)")
+    add_propagation_options(parser)
+    add_output_options(parser, "mask: .png (one frame, 0/255), or .seg.nrrd / .nrrd / .nii.gz for a cine loop")
+    add_model_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_pixel_prompt_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pixel prompts (x = column, y = row)")
+    group.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box, exclusive max corner (COCO x, y, x+w, y+h)")
+    group.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"), help="positive click; repeatable")
+    group.add_argument("--negative", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"), help="negative click; repeatable")
+
+
+def pixel_prompt_from_args(args: argparse.Namespace, frame_shape: tuple[int, int], index: int):
+    """The CLI's pixel prompts as validated :class:`FramePrompts` (None when none were given)."""
+    from ultrasam.prompts import pixel_prompts
+
+    if not args.point and not args.negative and args.box is None:
+        return None
+    if args.negative and not args.point and args.box is None:
+        raise PromptError("negative clicks alone do not name an object: add --point or --box")
+    points = np.array([*args.point, *args.negative], float).reshape(-1, 2)
+    labels = np.array([1] * len(args.point) + [0] * len(args.negative), np.int64)
+    return pixel_prompts(frame_shape, points, labels, None if args.box is None else np.array(args.box, float), index)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ultrasam import outputs, pipeline
+
+    outputs.check_writable([args.out, args.overlay, args.rle], overwrite=args.overwrite)
+    stack = pipeline.load(args.image, axis="axial")
+    if not 0 <= args.frame < len(stack):
+        raise PromptError(f"--frame {args.frame} is outside the file's frames 0..{len(stack) - 1}")
+    if args.propagate and len(stack) == 1:
+        raise UltraSamError(f"{args.image} has a single frame: nothing to propagate to")
+    prompt = pixel_prompt_from_args(args, stack.frame_shape, args.frame)
+    if prompt is None:
+        raise PromptError("give a prompt: --box X0 Y0 X1 Y1, --point X Y or --negative X Y")
+    prompts = {args.frame: prompt}
+    results = pipeline.segment(
+        stack, prompts, make_predictor(args), propagate=args.propagate, frame_range=args.range,
+        min_score=args.min_score, use_logits=args.use_logits, progress=args.propagate,
+    )
+    out = args.out
+    if out.suffix.lower() == ".png" and len(results) > 1:
+        raise UltraSamError("a PNG holds one frame: write propagated cine masks to .seg.nrrd or .nrrd")
+    pipeline.save(out, stack, results, overlay=args.overlay, rle=args.rle, prompts=prompts, overwrite=args.overwrite)
+    for index, result in results.items():
+        log.info("frame %d: %d pixels, predicted IoU %.3f", index, result.mask.sum(), result.score)
+    print(f"wrote {out} ({len(results)} frame{'s' if len(results) > 1 else ''})")
+    return 0

@@ -1,0 +1,154 @@
+"""The headless main job as plain functions: load → prompts → segment (+ propagate) → save.
+
+The same calls work from scripts, the CLI and the Slicer Python console::
+
+    from ultrasam import pipeline
+    stack = pipeline.load("volume.nrrd", axis="sagittal")
+    prompts = pipeline.prompts(stack, markups=["lesion.mrk.json"], negative_markups=["bg.mrk.json"])
+    results = pipeline.segment(stack, prompts, propagate=True)
+    pipeline.save("lesion.seg.nrrd", stack, results, overlay="qc.png")
+
+Frames with anisotropic pixels are resampled to square pixels for the model (it was trained on
+square pixels) and the masks mapped back exactly onto the original grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Hashable, Iterable, Mapping
+
+import numpy as np
+
+from ultrasam.frames import FrameStack
+from ultrasam.predictor import Predictor
+from ultrasam.prompts import FramePrompts
+from ultrasam.propagate import SliceResult, propagate
+
+
+def load(path: str | Path, axis: str = "sagittal") -> FrameStack:
+    """The frames of an image, DICOM, cine or volume; ``axis`` applies to 3D volumes (not to
+    multi-frame DICOM, whose frames are time points; a 2D+t NRRD is read with ``axis="axial"``)."""
+    from ultrasam.frames import frames_along
+    from ultrasam.readers import load_stack
+
+    stack = load_stack(path, axis="axial")
+    if stack.volume.is_single_slice or _is_cine(path) or axis == "axial":
+        return stack  # a 2D image or cine loop: its frames are the frames
+    return frames_along(stack.volume, axis)
+
+
+def _is_cine(path: str | Path) -> bool:
+    """Multi-frame DICOM is a cine loop: its frames are the acquisition frames, not a volume."""
+    from ultrasam.readers import sniff_format
+
+    return Path(path).is_file() and sniff_format(path) == "dicom"
+
+
+def prompts(
+    stack: FrameStack,
+    markups: Iterable[str | Path] = (),
+    negative_markups: Iterable[str | Path] = (),
+    pixel: Mapping[int, FramePrompts] | None = None,
+) -> dict[int, FramePrompts]:
+    """Markups files (physical, RAS or LPS as declared) and pixel prompts → ``{frame: FramePrompts}``."""
+    from ultrasam.markups import read_prompt_files
+    from ultrasam.prompts import prompts_from_markups
+
+    markups, negative_markups = list(markups), list(negative_markups)
+    out: dict[int, FramePrompts] = {}
+    if markups or negative_markups:
+        out = prompts_from_markups(stack, read_prompt_files(positive=markups, negative=negative_markups))
+    for index, extra in (pixel or {}).items():
+        out[index] = out[index].merged(extra) if index in out else extra
+    return dict(sorted(out.items()))
+
+
+def segment(
+    stack: FrameStack,
+    frame_prompts: Mapping[int, FramePrompts],
+    predictor: Predictor | None = None,
+    *,
+    propagate: bool = False,
+    frame_range: tuple[int, int] | None = None,
+    min_score: float = 0.5,
+    use_logits: bool = False,
+    key: Hashable | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[int, SliceResult]:
+    """Masks on the prompted frames (and their neighbours with ``propagate``), on the frames' own grids."""
+    from ultrasam.prompts import check_on_frame
+
+    if predictor is None:
+        from ultrasam.models import load_model
+
+        predictor = Predictor(load_model(), cache_size=64)
+    square = {}
+
+    def model_frame(index: int):
+        if index not in square:
+            square[index] = stack[index].square()
+        return square[index]
+
+    for index, prompt in frame_prompts.items():
+        check_on_frame(prompt, stack.frame_shape, where=f"{stack.axis} frame {index}")
+    mapped = {n: p.mapped(stack[n], model_frame(n)) if not stack[n].is_square else p for n, p in frame_prompts.items()}
+    results = _run(predictor, stack, model_frame, mapped, propagate, frame_range, min_score, use_logits, key, progress, should_stop)
+    for index, result in results.items():
+        frame = model_frame(index)
+        if frame.parent is not None:
+            result.mask = frame.mask_to_parent(result.mask)
+    return results
+
+
+def _run(predictor, stack, model_frame, prompts_, sweep, frame_range, min_score, use_logits, key, progress, should_stop):
+    return propagate(
+        predictor,
+        lambda n: model_frame(n).image,
+        len(stack),
+        prompts_,
+        sweep=sweep,
+        frame_range=frame_range,
+        min_score=min_score,
+        use_logits=use_logits,
+        key=key if key is not None else (str(getattr(stack.volume, "source", "")), stack.axis),
+        progress=progress,
+        should_stop=should_stop,
+    )
+
+
+def save(
+    path: str | Path,
+    stack: FrameStack,
+    results: Mapping[int, SliceResult],
+    *,
+    overlay: str | Path | None = None,
+    rle: str | Path | None = None,
+    segment_name: str = "UltraSam 1",
+    prompts: Mapping[int, FramePrompts] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the masks: ``.seg.nrrd`` / labelmap on the volume grid, or a PNG for a single frame."""
+    from ultrasam import outputs
+    from ultrasam.errors import ImageError
+
+    outputs.check_writable([path, overlay, rle], overwrite=overwrite)
+    masks = {n: r.mask for n, r in results.items()}
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        if len(masks) != 1:
+            raise ImageError(f"a PNG holds one frame, but {len(masks)} frames were segmented: use .seg.nrrd or .nrrd")
+        (index, mask), = masks.items()
+        outputs.write_mask_png(path, mask, overwrite=overwrite)
+        if overlay:
+            outputs.write_overlay_png(overlay, stack[index].image, mask, (prompts or {}).get(index), overwrite=overwrite)
+    else:
+        outputs.write_frame_masks(path, stack, masks, overwrite=overwrite, name=segment_name)
+        if overlay:
+            outputs.write_montage_png(overlay, stack, masks, prompts, overwrite=overwrite, prompted=sorted(prompts or ()))
+    if rle:
+        outputs.write_coco_rle(rle, masks, scores={n: r.score for n, r in results.items()}, image_name=path.name, overwrite=overwrite)
+    return path
+
+
+__all__ = ["load", "prompts", "segment", "save"]
