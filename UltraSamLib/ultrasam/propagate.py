@@ -116,9 +116,3 @@ def _sweep(predictor, frame, results, seed, step, bounds, prompts, min_score, ma
         previous = results[index] = SliceResult(index, mask, score, logits, prompted=False)
         index += step
 
-
-def SlicePrompt(points=None, labels=None, box=None, index: int = 0) -> FramePrompts:  # noqa: N802 - TEMPORARY shim
-    """Deprecated spelling of :class:`ultrasam.prompts.FramePrompts` (to be removed)."""
-    points = np.zeros((0, 2)) if points is None else points
-    labels = np.ones(len(np.asarray(points).reshape(-1, 2)), np.int64) if labels is None else labels
-    return FramePrompts(index, points, labels, box)

