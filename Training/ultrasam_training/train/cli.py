@@ -1,0 +1,90 @@
+"""``ultrasam train``, ``ultrasam test`` and ``ultrasam export``.
+
+Examples::
+
+    ultrasam train ultrasam_lite                      # packaged config, work dir work_dirs/ultrasam_lite
+    ultrasam train ultrasam_lite --resume             # continue after a kill, exactly
+    ultrasam train my.py --cfg-options train_cfg.max_iters=100 randomness.seed=3
+    torchrun --nproc_per_node 4 -m ultrasam.cli train ultrasam_vitb_paper --launcher pytorch
+    ultrasam test ultrasam_lite --checkpoint work_dirs/ultrasam_lite/model_final.pth
+    ultrasam export work_dirs/ultrasam_lite/iter_1000.pth model.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ultrasam_training.train.errors import TrainingError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ultrasam_training.train.runner import parse_cfg_options, train
+
+    work_dir = train(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options),
+                     resume=args.resume, launcher=args.launcher)
+    print(f"work dir: {work_dir}\nweights: {work_dir / 'model_final.pth'}")
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from ultrasam_training.train.run_eval import run_evaluation
+
+    results = run_evaluation(args.config, args.checkpoint, cfg_options=args.cfg_options, sets=args.sets,
+                             prompts=args.prompts, refine=args.refine, max_images=args.max_images,
+                             family=args.family)
+    for result in results:
+        print(result.line())
+    if args.out:
+        from ultrasam.atomic import atomic_write
+
+        payload = json.dumps([r.to_dict() for r in results], indent=1)
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(payload), overwrite=args.overwrite)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ultrasam_training.train.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, family=args.family, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``test`` and ``export`` sub-commands."""
+    train = subparsers.add_parser("train", help="train or fine-tune a model with an mmengine config")
+    train.add_argument("config", help="config file, or a packaged config name such as ultrasam_lite")
+    train.add_argument("--work-dir", help="output folder (default work_dirs/<config name>)")
+    train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
+    train.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config entries")
+    train.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
+                       help="distributed launcher (pytorch under torchrun)")
+    train.set_defaults(func=_train)
+
+    test = subparsers.add_parser("test", help="Dice and COCO mAP of a checkpoint on the config's evaluation sets")
+    test.add_argument("config", help="config file or packaged config name")
+    test.add_argument("--checkpoint", required=True, nargs="+",
+                      help="model_final.pth, an mmengine checkpoint, or a weights name (e.g. litemedsam); "
+                           "several are compared on the same images")
+    test.add_argument("--sets", nargs="+", help="evaluation set names of the config to run (default: all)")
+    test.add_argument("--prompts", nargs="+", choices=("point", "inside", "box"), help="prompt kinds")
+    test.add_argument("--refine", nargs="+", choices=("on", "off"), help="refinement settings to evaluate")
+    test.add_argument("--max-images", type=int, help="evaluate only the first N images of each set")
+    test.add_argument("--family", help="preprocessing family of the checkpoints (default: the config's)")
+    test.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config entries")
+    test.add_argument("--out", help="write the results as JSON")
+    test.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    test.set_defaults(func=_test)
+
+    export = subparsers.add_parser("export", help="mmengine checkpoint -> plain segment_anything state dict")
+    export.add_argument("checkpoint", help="checkpoint written by ultrasam train")
+    export.add_argument("out", help="output .pth (bare tensors, loadable with weights_only=True)")
+    export.add_argument("--family", help="family recorded beside the weights (default: from the checkpoint)")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.set_defaults(func=_export)
+
+
+__all__ = ["register", "TrainingError"]

@@ -1,0 +1,175 @@
+"""The trainable UltraSam model: a ``segment_anything`` Sam whose state dict *is* the plain SAM layout.
+
+``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` are direct children, so mmengine
+checkpoints hold ``image_encoder.*`` … keys and the exported ``model_final.pth`` is loadable by
+``ultrasam.models.load_model`` as it is.
+
+Training step (protocol §1.5): pass 1 single-mask (token 0) with the no-mask dense embedding;
+pass 2 multimask (tokens 1–3) with pass 1's logits as the dense mask prompt (not detached, as
+the original, unless ``detach_refinement_prompt``), prompts unchanged. Each pass adds its
+focal × 20 + dice × 1 + IoU-MSE × 1 (keys ``loss_*`` and ``loss_*.0`` as the original logged them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from ultrasam_training.train.decoding import decode_all_tokens, embed_sparse, mask_dense, no_mask_dense
+from ultrasam_training.train.errors import TrainingError
+from ultrasam_training.train.losses import LossWeights, pass_losses
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint path, or a weights-registry name (``litemedsam``, ``sam_vit_b`` …) fetched to the cache."""
+    path = Path(str(checkpoint)).expanduser()
+    if path.exists():
+        return path
+    from ultrasam import weights
+
+    try:
+        return Path(weights.fetch(str(checkpoint)))
+    except Exception as exc:  # unknown name or no network: say what was looked for
+        raise TrainingError(f"checkpoint {checkpoint!r} is neither a file nor a fetchable weights name: {exc}") from exc
+
+
+def encoder_digest(encoder: torch.nn.Module) -> str:
+    """Digest of the image encoder's tensors: ties a cache of embeddings to the weights that made it."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@MODELS.register_module()
+class UltraSamTrainModel(BaseModel):
+    """Sam + the UltraSam two-pass objective.
+
+    Args:
+        init_checkpoint: weights to start from (path or registry name), any layout
+            ``ultrasam.models.load_model`` reads (SAM, MedSAM, UltraSam mmdet, LiteMedSAM).
+        family: model family whose preprocessing the data use (``ultrasam`` for ViT-b,
+            ``litemedsam``); ``None`` detects it from the checkpoint.
+        freeze_image_encoder: train prompt encoder and decoder only (encoder kept in eval mode);
+            required for batches of cached embeddings.
+        refine: add the second (refinement) pass; without it a single multimask pass is trained.
+        detach_refinement_prompt: detach pass-1 logits before they become pass 2's mask prompt.
+        halve_decoder_mlp: multiply the decoder's ``mlp.lin2`` by 0.5 after loading, so a SAM
+            initialisation computes what the original's double-residual block computed at step 0.
+        fast: the library's SDPA attention in the ViT encoder.
+    """
+
+    def __init__(
+        self,
+        init_checkpoint: str,
+        family: str | None = None,
+        freeze_image_encoder: bool = False,
+        refine: bool = True,
+        detach_refinement_prompt: bool = False,
+        halve_decoder_mlp: bool = False,
+        loss_weights: dict | None = None,
+        fast: bool = True,
+        data_preprocessor: dict | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
+        from ultrasam.models import load_model
+
+        loaded = load_model(resolve_checkpoint(init_checkpoint), family=family, fast=fast)
+        self.spec = loaded.spec
+        self.image_encoder = loaded.sam.image_encoder
+        self.prompt_encoder = loaded.sam.prompt_encoder
+        self.mask_decoder = loaded.sam.mask_decoder
+        self.freeze_image_encoder = freeze_image_encoder
+        self.refine = refine
+        self.detach_refinement_prompt = detach_refinement_prompt
+        self.loss_weights = LossWeights(**(loss_weights or {}))
+        if halve_decoder_mlp:
+            with torch.no_grad():
+                for layer in self.mask_decoder.transformer.layers:
+                    layer.mlp.lin2.weight.mul_(0.5)
+                    layer.mlp.lin2.bias.mul_(0.5)
+        if freeze_image_encoder:
+            self.image_encoder.requires_grad_(False)
+        self._encoder_digest: str | None = None
+
+    # ----------------------------------------------------------------- helpers
+    def train(self, mode: bool = True) -> "UltraSamTrainModel":
+        super().train(mode)
+        if self.freeze_image_encoder:
+            self.image_encoder.eval()  # frozen BatchNorm / DropPath stay in inference behaviour
+        return self
+
+    @property
+    def encoder_digest(self) -> str:
+        if self._encoder_digest is None:
+            self._encoder_digest = encoder_digest(self.image_encoder)
+        return self._encoder_digest
+
+    def sam_state_dict(self) -> dict[str, Tensor]:
+        """Plain segment_anything-layout tensors on the CPU (what ``model_final.pth`` holds)."""
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+
+    def _features(self, inputs: Tensor, embedded: bool, encoder_digests: list[str] | None) -> Tensor:
+        if not embedded:
+            return self.image_encoder(inputs)
+        if not self.freeze_image_encoder:
+            raise TrainingError("cached embeddings need freeze_image_encoder=True: the encoder would never be trained")
+        for digest in set(encoder_digests or ()):
+            if digest != self.encoder_digest:
+                raise TrainingError(
+                    f"cached embeddings were computed by another image encoder ({digest} vs {self.encoder_digest}); "
+                    "give the dataset's embedding cache the same checkpoint as the model"
+                )
+        return inputs
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        inputs: Tensor,
+        targets: Tensor | None = None,
+        coords: Tensor | None = None,
+        labels: Tensor | None = None,
+        counts: list[int] | None = None,
+        embedded: bool = False,
+        encoder_digests: list[str] | None = None,
+        mode: str = "loss",
+        **_: object,
+    ) -> dict[str, Tensor] | tuple[Tensor, Tensor]:
+        """``mode='loss'``: the loss dict; ``mode='tensor'``: final logits ``(N, K, 256, 256)`` and IoU ``(N, K)``."""
+        if mode not in ("loss", "tensor"):
+            raise TrainingError(f"mode {mode!r} is not supported; evaluation runs through ultrasam.predictor")
+        features = self._features(inputs, embedded, encoder_digests)
+        counts = [int(c) for c in counts]
+        sparse = embed_sparse(self.prompt_encoder, coords, labels)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        count = sum(counts)
+        logits, iou = decode_all_tokens(
+            self.mask_decoder, image_pe, features, counts, sparse, no_mask_dense(self.prompt_encoder, count)
+        )
+        if not self.refine:  # the original without refinement: one multimask pass
+            if mode == "tensor":
+                return logits[:, 1:], iou[:, 1:]
+            losses, _ = pass_losses(logits[:, 1:], iou[:, 1:], targets, self.loss_weights)
+            return losses
+        first_logits, first_iou = logits[:, :1], iou[:, :1]
+        losses: dict[str, Tensor] = {}
+        if mode == "loss":
+            losses, _ = pass_losses(first_logits, first_iou, targets, self.loss_weights)
+        prompt = first_logits.detach() if self.detach_refinement_prompt else first_logits
+        logits2, iou2 = decode_all_tokens(
+            self.mask_decoder, image_pe, features, counts, sparse, mask_dense(self.prompt_encoder, prompt)
+        )
+        if mode == "tensor":
+            return logits2[:, 1:], iou2[:, 1:]
+        second, _ = pass_losses(logits2[:, 1:], iou2[:, 1:], targets, self.loss_weights, suffix=".0")
+        losses.update(second)
+        return losses
