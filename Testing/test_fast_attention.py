@@ -150,7 +150,7 @@ def test_block_matches_reference_with_and_without_grad(grid: tuple[int, int], on
 class _Holder(nn.Module):
     """Just enough of an encoder (a ``blocks`` list) for accelerate_image_encoder."""
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([block])
 
@@ -181,6 +181,18 @@ def test_accelerated_encoder_matches_reference_and_keeps_weights() -> None:
         expected = reference(image)
         torch.testing.assert_close(fast(image), expected, atol=1e-4, rtol=0)
     assert expected.abs().max() > 0.1  # a meaningful comparison, not zeros against zeros
+
+
+def test_only_plain_segment_anything_modules_are_swapped() -> None:
+    class CustomAttention(Attention):
+        pass
+
+    block = Block(32, 2, use_rel_pos=True, window_size=7, input_size=(7, 7))
+    block.attn.__class__ = CustomAttention
+    holder = accelerate_image_encoder(_Holder(block))
+    assert type(holder.blocks[0]) is Block and type(holder.blocks[0].attn) is CustomAttention
+    with pytest.raises(TypeError, match="Block"):
+        accelerate_image_encoder(_Holder(nn.Identity()))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
