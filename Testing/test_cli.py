@@ -149,9 +149,15 @@ def test_segment_volume_with_slicer_markups_and_propagation(tmp_path, phantom, l
     assert segmentation.GetNumberOfSegments() == 1
     assert segmentation.GetNthSegment(0).GetName() == "UltraSam 1"
     labels, ijk_to_ras, value = segment_labelmap(node, segmentation.GetNthSegmentID(0))
-    np.testing.assert_allclose(ijk_to_ras, volume.ijk_to_ras(), atol=1e-6)  # exact input geometry
-    mask = labels == value
-    assert mask.shape == truth.shape
+    # Slicer keeps the labelmap on the input's grid, cropped to an extent: same axes and spacing,
+    # and an origin that sits exactly on one of the input's voxels
+    np.testing.assert_allclose(ijk_to_ras[:3, :3], volume.ijk_to_ras()[:3, :3], atol=1e-9)
+    start = (np.linalg.inv(volume.ijk_to_ras()) @ ijk_to_ras[:, 3])[:3]
+    np.testing.assert_allclose(start, np.round(start), atol=1e-6)
+    i0, j0, k0 = np.round(start).astype(int)
+    mask = np.zeros(truth.shape, bool)
+    nk, nj, ni = labels.shape
+    mask[k0 : k0 + nk, j0 : j0 + nj, i0 : i0 + ni] = labels == value
     assert not mask[:, :, : first].any() and not mask[:, :, last + 1 :].any()  # never past --range
     assert dice(mask[:, :, middle], truth[:, :, middle]) >= PROMPTED_SLICE_DICE
     propagated = [dice(mask[:, :, i], truth[:, :, i]) for i in range(first, last + 1) if i != middle]
