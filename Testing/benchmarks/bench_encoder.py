@@ -14,7 +14,9 @@ MedSAM, UltraSam).
 
 Usage: ``python Testing/benchmarks/bench_encoder.py [--model vit_b] [--checkpoint PATH]
 [--repeats 3] [--threads 2]``. Prints a Markdown table. Timings are only meaningful on an
-otherwise idle machine.
+otherwise idle machine: when other processes share the cores, OpenMP threads spin-waiting for
+a descheduled partner inflate every parallel op (the accelerated encoder has many more, smaller
+ones); ``OMP_WAIT_POLICY=PASSIVE`` in the environment avoids most of that.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,8 @@ def peak_rss_bytes() -> int:
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    import resource  # Unix only
+
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     what = f"encoder of {Path(args.checkpoint).name}" if args.checkpoint else f"{args.model} encoder, random init"
     print(f"\n{what}, {image.shape[-1]}² input, torch {torch.__version__}, {args.threads} threads, "
           f"median of {args.repeats} after 1 warm-up\n")
-    print("| encoder | seconds (median) | all runs (s) | CPU s (median) | speed-up | peak RSS (GiB) | max abs diff vs reference |")
+    print("| encoder | seconds (median) | all runs (s) | CPU s (median) | speed-up | peak RSS (GiB) "
+          "| max abs diff vs reference |")
     print("|---|---|---|---|---|---|---|")
     for name in ("reference", "fast"):
         rss = f"{memory[name]['peak_rss'] / GIB:.2f}" if memory else "—"

@@ -193,7 +193,7 @@ class FastAttention(nn.Module):
         return fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, h, w, dim = x.shape
+        batch, h, w, _ = x.shape
         fast = use_cpu_fast_path(x, self)
         qkv = _linear(x, self.qkv) if fast else self.qkv(x)
         q, k, v = split_heads(qkv, self.num_heads)
