@@ -205,9 +205,9 @@ def test_missing_unexpected_and_misshaped_tensors_are_all_named(state_dict):
     with pytest.raises(CheckpointError) as info:
         build_litemedsam(broken)
     message = str(info.value)
-    assert "missing (1): prompt_encoder.point_embeddings.3.weight" in message
-    assert "unexpected (1): mask_decoder.extra.weight" in message
-    assert "image_encoder.neck.0.weight: checkpoint (256, 320, 3, 3) vs model (256, 320, 1, 1)" in message
+    assert "1 missing: prompt_encoder.point_embeddings.3.weight" in message
+    assert "1 unexpected: mask_decoder.extra.weight" in message
+    assert "1 shape mismatch: image_encoder.neck.0.weight (256, 320, 3, 3) vs model (256, 320, 1, 1)" in message
 
 
 def test_sam_vit_state_dict_is_not_litemedsam():

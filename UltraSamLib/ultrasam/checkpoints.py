@@ -159,6 +159,29 @@ def load_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
     return extract_state_dict(read_checkpoint(path), path)
 
 
+def load_strict(
+    module: "torch.nn.Module", state_dict: Mapping[str, torch.Tensor], allow_missing: tuple[str, ...] = (), what: str = "checkpoint"
+) -> None:
+    """``load_state_dict(strict=True)`` that names every missing, unexpected and mis-shaped tensor in
+    one :class:`CheckpointError`; keys starting with ``allow_missing`` may be absent."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in state_dict
+        if k in own and state_dict[k].shape != own[k].shape
+    ]
+    problems = [
+        f"{len(items)} {label}: " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"{what} does not fit the model — " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=not allow_missing)
+
+
 # --------------------------------------------------------------------------------------------
 # Layout detection
 

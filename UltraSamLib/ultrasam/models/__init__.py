@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ultrasam.checkpoints import detect_layout, load_state_dict, sam_family_from_vit_width
+from ultrasam.checkpoints import detect_layout, load_state_dict, load_strict, sam_family_from_vit_width
 from ultrasam.errors import CheckpointError
 from ultrasam.models.spec import FAMILY_SPECS, ModelSpec
 
@@ -42,32 +42,13 @@ class SamModel:
         return self
 
 
-def _load_strict(sam: nn.Module, state_dict: Mapping[str, torch.Tensor], allow_missing: tuple[str, ...] = ()) -> None:
-    """``load_state_dict(strict=True)`` with one clear error listing every problem."""
-    own = sam.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.startswith(allow_missing)]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in state_dict
-        if k in own and state_dict[k].shape != own[k].shape
-    ]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-        if items:
-            problems.append(f"{len(items)} {label}: " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else ""))
-    if problems:
-        raise CheckpointError("checkpoint does not fit the model — " + "; ".join(problems))
-    sam.load_state_dict(state_dict, strict=not allow_missing)
-
-
 def _build_sam_layout(sd: Mapping[str, torch.Tensor], family: str | None, fast: bool) -> tuple[nn.Module, ModelSpec]:
     from ultrasam.models.sam_vit import build_sam_vit, infer_sam_vit_config
 
     config = infer_sam_vit_config(sd)
     family = family or sam_family_from_vit_width(config.embed_dim)
     sam = build_sam_vit(config, fast_attention=fast)
-    _load_strict(sam, sd)
+    load_strict(sam, sd)
     return sam, FAMILY_SPECS[family]
 
 
@@ -81,7 +62,7 @@ def _build_ultrasam(sd: Mapping[str, torch.Tensor], family: str | None, fast: bo
     for layer in sam.mask_decoder.transformer.layers:
         layer.norm3.eps = DOUBLE_RESIDUAL_NORM3_EPS
     has_mask_prompt = any(k.startswith("prompt_encoder.mask_downscaling.") for k in mapped)
-    _load_strict(sam, mapped, allow_missing=() if has_mask_prompt else ("prompt_encoder.mask_downscaling.",))
+    load_strict(sam, mapped, allow_missing=() if has_mask_prompt else ("prompt_encoder.mask_downscaling.",))
     spec = FAMILY_SPECS[family or "ultrasam"]
     if not has_mask_prompt:
         log.warning("checkpoint has no mask-prompt encoder (trained without refinement): refinement disabled")

@@ -12,8 +12,9 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from ultrasam.checkpoints import load_strict
 from ultrasam.errors import CheckpointError
-from ultrasam.models.tiny_vit import TinyViT, tiny_vit_config_from_state_dict
+from ultrasam.models.tiny_vit import TinyViT, count_numbered_children, tiny_vit_config_from_state_dict
 
 __all__ = ["build_litemedsam", "is_litemedsam_state_dict"]
 
@@ -33,34 +34,6 @@ def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
         return tuple(sd[key].shape)
     except KeyError:
         raise CheckpointError(f"LiteMedSAM checkpoint lacks {key!r}") from None
-
-
-def _count(sd: Mapping[str, Tensor], prefix: str) -> int:
-    """Number of consecutive numbered children ``prefix0.``, ``prefix1.``, ... present."""
-    n = 0
-    while any(k.startswith(f"{prefix}{n}.") for k in sd):
-        n += 1
-    return n
-
-
-def _load_strict(model: torch.nn.Module, sd: Mapping[str, Tensor]) -> None:
-    """Strict load that names every missing, unexpected and mis-shaped tensor in one error."""
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in sd)
-    unexpected = sorted(k for k in sd if k not in own)
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sd
-        if k in own and sd[k].shape != own[k].shape
-    )
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} ({len(items)}): {', '.join(items)}"
-            for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-            if items
-        ]
-        raise CheckpointError("LiteMedSAM checkpoint does not fit the model; " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True)
 
 
 def build_litemedsam(state_dict: Mapping[str, Tensor], freeze_batchnorm: bool = False):
@@ -93,18 +66,18 @@ def build_litemedsam(state_dict: Mapping[str, Tensor], freeze_batchnorm: bool = 
         mask_decoder=MaskDecoder(
             num_multimask_outputs=_shape(state_dict, "mask_decoder.mask_tokens.weight")[0] - 1,
             transformer=TwoWayTransformer(
-                depth=_count(state_dict, "mask_decoder.transformer.layers."),
+                depth=count_numbered_children(state_dict, "mask_decoder.transformer.layers."),
                 embedding_dim=prompt_dim,
                 mlp_dim=_shape(state_dict, "mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
                 num_heads=DECODER_HEADS,
                 attention_downsample_rate=prompt_dim // cross_dim,
             ),
             transformer_dim=prompt_dim,
-            iou_head_depth=_count(state_dict, iou_head),
+            iou_head_depth=count_numbered_children(state_dict, iou_head),
             iou_head_hidden_dim=_shape(state_dict, f"{iou_head}0.weight")[0],
         ),
         pixel_mean=[0.0, 0.0, 0.0],
         pixel_std=[1.0, 1.0, 1.0],
     )
-    _load_strict(sam, state_dict)
+    load_strict(sam, state_dict, what="LiteMedSAM checkpoint")
     return sam.eval()

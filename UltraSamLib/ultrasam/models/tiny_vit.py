@@ -441,7 +441,7 @@ def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
         raise CheckpointError(f"not a TinyViT state dict: missing '{key}'") from None
 
 
-def _count(sd: Mapping[str, Tensor], prefix: str) -> int:
+def count_numbered_children(sd: Mapping[str, Tensor], prefix: str) -> int:
     """Number of consecutive numbered children ``prefix0.``, ``prefix1.``, ... present."""
     n = 0
     while any(k.startswith(f"{prefix}{n}.") for k in sd):
@@ -467,14 +467,14 @@ def tiny_vit_config_from_state_dict(sd: Mapping[str, Tensor], prefix: str = "ima
     sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     stem_out, _, stem_k, _ = _shape(sd, "patch_embed.seq.2.c.weight")
     _, in_chans, _, _ = _shape(sd, "patch_embed.seq.0.c.weight")
-    stages = _count(sd, "layers.")
+    stages = count_numbered_children(sd, "layers.")
     if stages < 2:
         raise CheckpointError(f"not a TinyViT state dict: {stages} stage(s) under '{prefix}layers.'")
 
     dims, depths, heads, windows, mlp_ratios, expand_ratios, local_sizes = [], [], [], [], [], [], []
     for i in range(stages):
         base = f"layers.{i}.blocks."
-        depth = _count(sd, base)
+        depth = count_numbered_children(sd, base)
         if depth == 0:
             raise CheckpointError(f"TinyViT stage {i} has no blocks")
         depths.append(depth)
