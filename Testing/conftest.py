@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning (set before torch loads): on a busy 2-core machine
+# spinning threads made the encoders several times slower and test timings meaningless.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
