@@ -392,3 +392,37 @@ def test_an_interrupted_embedding_cache_continues_where_it_stopped(tmp_path, dat
     predictor.set_image(np.ascontiguousarray(read_rgb(path)[:, ::-1]))
     assert torch.allclose(cache.get(0, True), predictor.embedding[0], atol=1e-4)
     assert cache.get(0, False).abs().sum() > 0
+
+
+def test_the_embedding_cache_survives_a_touch_but_not_an_edit(tmp_path, data_dir, litemedsam_checkpoint):
+    """Keyed by content: new modification times reuse the cache, new bytes rebuild it."""
+    import os
+    import shutil
+
+    import SimpleITK as sitk
+
+    from ultrasam_training.train.dataset import read_rgb
+    from ultrasam_training.train.embeddings import build_embedding_cache
+
+    source = next((data_dir / "busi/Dataset_BUSI_with_GT/malignant").glob("*).png"))
+    path = tmp_path / "image.png"
+    shutil.copyfile(source, path)
+    calls = []
+
+    def build():
+        return build_embedding_cache([path], lambda p: calls.append(p) or read_rgb(p), litemedsam_checkpoint,
+                                     "litemedsam", tmp_path / "cache", batch_size=1, progress=False)
+
+    build()
+    assert len(calls) == 3  # probe, unflipped, flipped
+    os.utime(path, ns=(0, 0))  # as after the data folder is laid out again
+    calls.clear()
+    build()
+    assert calls == []
+    image = read_rgb(path).copy()
+    image[0, 0] = 255 - image[0, 0]
+    sitk.WriteImage(sitk.GetImageFromArray(image, isVector=True), str(path))
+    calls.clear()
+    cache = build()
+    assert len(calls) == 3
+    assert cache.get(0, False).abs().sum() > 0

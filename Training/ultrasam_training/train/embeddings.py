@@ -5,7 +5,8 @@ decoder: training on a CPU becomes many iterations per minute. The random horizo
 before the resize, so the flipped image has its own embedding; both are cached.
 
 Layout: ``<directory>/<encoder digest>-<family>/embeddings.npy`` (``[images, flips, C, h, w]``)
-and ``index.json`` listing, in order, every image as ``path|size|mtime_ns``. The cache is reused
+and ``index.json`` listing, in order, every image as ``path|size|blake2b(content)``: contents, not
+modification times, so a data folder re-laid in place (or touched) keeps its cache. The cache is reused
 only when the digest of the encoder's tensors and that list both match; otherwise it is rebuilt.
 An interrupted build resumes where it stopped (``.partial-*`` files record the progress); one
 builder per cache folder at a time.
@@ -13,6 +14,7 @@ builder per cache folder at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,8 +35,9 @@ FLIPS = (False, True)
 
 
 def _file_signature(path: Path) -> str:
-    stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    """``path|size|content digest`` — a re-laid or touched file with the same bytes keeps its embedding."""
+    digest = hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+    return f"{path.resolve()}|{path.stat().st_size}|{digest}"
 
 
 class EmbeddingCache:
