@@ -84,7 +84,7 @@ def find_raw_dirs(raw_root: str | Path) -> dict[str, Path]:
             info = registry.get(child.name)
         except registry.UnknownDatasetError:
             continue
-        if info.converter and info.key not in found:
+        if info.converter_module and info.key not in found:
             found[info.key] = child
     return found
 

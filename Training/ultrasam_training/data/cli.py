@@ -28,7 +28,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'key':<30} {'name':<30} {'organ':<28} {'converter':<9} licence")
     for info in datasets:
-        status = "yes" if info.converter else "-"
+        status = "yes" if info.converter_module else "-"
         print(f"{info.key:<30} {info.name:<30} {info.organ:<28} {status:<9} {info.licence}")
     print(f"{len(datasets)} datasets, {len(registry.with_converter())} convertible (plus 'generic' for image/mask folders)")
     return 0

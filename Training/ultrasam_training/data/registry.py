@@ -7,6 +7,7 @@ could not be checked against a public source says ``"unknown"``.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, field
 
 from ultrasam_training.data.errors import UnknownDatasetError
@@ -28,12 +29,23 @@ class DatasetInfo:
     official_splits: str  #: splits published with the data ("none" if none)
     classes: tuple[str, ...]  #: category names (instance masks); image-level labels are in notes
     dimensionality: str  #: "2D", "2D+t", "3D" or "video"
-    converter: str | None = None  #: module implementing ``convert``; None while not implemented
+    converter: str | None = None  #: module implementing ``convert`` (default: :func:`default_converter_module`)
     aliases: tuple[str, ...] = field(default=())  #: other names/folder names that mean this dataset
     notes: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "converter": self.converter_module}
+
+    @property
+    def converter_module(self) -> str | None:
+        """The module that converts this dataset, or None while there is none."""
+        module = self.converter or default_converter_module(self.key)
+        return module if importlib.util.find_spec(module) is not None else None
+
+
+def default_converter_module(key: str) -> str:
+    """``ultrasam_training.data.convert.<key>`` (``dataset_<key>`` when the key is no identifier, e.g. 105us)."""
+    return f"ultrasam_training.data.convert.{key if key.isidentifier() else 'dataset_' + key}"
 
 
 def all_datasets() -> tuple[DatasetInfo, ...]:
@@ -59,7 +71,7 @@ def get(name: str) -> DatasetInfo:
 
 def with_converter() -> tuple[DatasetInfo, ...]:
     """The datasets that can be converted today."""
-    return tuple(info for info in all_datasets() if info.converter)
+    return tuple(info for info in all_datasets() if info.converter_module)
 
 
 def organ_of(key: str) -> str:

@@ -147,7 +147,9 @@ def load_segmenter(
         return _BASELINE_CLASSES[text]()
     path = Path(text).expanduser()
     if path.is_file():
-        model = load_model(path, family=family, device=device)
+        from ultrasam_training.train.export import load_trained_model  # also mmengine iter_N.pth files
+
+        model = load_trained_model(path, family=family, device=device)
         return ModelSegmenter(model, name=name or path.stem, refine=refine)
     try:
         entry = weights.get_entry(text)

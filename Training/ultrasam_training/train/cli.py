@@ -13,7 +13,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ultrasam_training.train.errors import TrainingError
@@ -29,19 +28,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    from ultrasam_training.evaluation.reports import write_report
     from ultrasam_training.train.run_eval import run_evaluation
 
+    if args.out and not args.overwrite and Path(args.out, "summary.md").exists():
+        raise TrainingError(f"{args.out} already holds results; pass --overwrite to replace them")
     results = run_evaluation(args.config, args.checkpoint, cfg_options=args.cfg_options, sets=args.sets,
                              prompts=args.prompts, refine=args.refine, max_images=args.max_images,
-                             family=args.family)
+                             family=args.family, clicks=args.clicks)
     for result in results:
         print(result.line())
     if args.out:
-        from ultrasam.atomic import atomic_write
-
-        payload = json.dumps([r.to_dict() for r in results], indent=1)
-        atomic_write(Path(args.out), lambda tmp: tmp.write_text(payload), overwrite=args.overwrite)
-        print(f"wrote {args.out}")
+        written = write_report(results, args.out, overwrite=args.overwrite)
+        print(f"wrote {len(written)} files under {args.out}")
     return 0
 
 
@@ -75,8 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument("--max-images", type=int, help="evaluate only the first N images of each set")
     test.add_argument("--family", help="preprocessing family of the checkpoints (default: the config's)")
     test.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config entries")
-    test.add_argument("--out", help="write the results as JSON")
-    test.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    test.add_argument("--clicks", type=int, default=0, metavar="N",
+                      help="also simulate N clicks per instance: IoU@1..N and NoC@85/90")
+    test.add_argument("--out", metavar="RESULTS_DIR",
+                      help="write the tables and plots of ultrasam evaluate (summary.md/csv/json, per-instance CSV)")
+    test.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     test.set_defaults(func=_test)
 
     export = subparsers.add_parser("export", help="mmengine checkpoint -> plain segment_anything state dict")

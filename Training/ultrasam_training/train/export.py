@@ -68,3 +68,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | 
         raise TrainingError(f"{checkpoint} holds no mask decoder tensors: not a training checkpoint of this project")
     return save_state_dict(state_dict, out, family=family, overwrite=overwrite,
                            metadata={"source": str(checkpoint), "iteration": iteration})
+
+
+def load_trained_model(checkpoint: str | Path, family: str | None = None, device: str = "cpu"):
+    """A :class:`ultrasam.models.SamModel` from ``model_final.pth``, an mmengine training checkpoint
+    (``iter_N.pth``: its meta names the family), any library checkpoint, or a weights name."""
+    from ultrasam.models import load_model, model_from_state_dict
+
+    from ultrasam_training.train.model import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    container = read_checkpoint(path)
+    if isinstance(container, dict) and "meta" in container and "state_dict" in container:
+        meta = container["meta"] if isinstance(container["meta"], dict) else {}
+        family = family or meta.get("ultrasam_family")
+        state = plain_state_dict(extract_state_dict(container, path))
+        return model_from_state_dict(state, family=family, source=str(path)).to(device)
+    return load_model(path, family=family, device=device)

@@ -129,20 +129,22 @@ class PredictorValHook(Hook):
             return
         from ultrasam.models import model_from_state_dict
 
+        from ultrasam_training.evaluation.dataset import EvalDataset
+        from ultrasam_training.evaluation.runner import evaluate_dataset
+        from ultrasam_training.evaluation.segmenters import ModelSegmenter
         from ultrasam_training.train.dataset import resolve_annotation_file
-        from ultrasam_training.train.evaluate import evaluate_coco
 
         model = _model(runner)
         device = next(model.parameters()).device
         deployed = model_from_state_dict(model.state_dict(), family=model.spec.family, fast=True).to(device)
         ann_file = resolve_annotation_file(self.ann_file, self.shared_data_root, self.splits_root)
-        results = evaluate_coco(deployed, ann_file, self.prompts, refine=(self.refine,), name=self.name,
-                                max_images=self.max_images, progress=False)
+        dataset = EvalDataset.load(ann_file, name=self.name, limit=self.max_images)
+        segmenter = ModelSegmenter(deployed, name=f"iter_{runner.iter}", refine=self.refine and deployed.spec.mask_prompt)
         scalars = {}
-        for result in results:
+        for result in evaluate_dataset(segmenter, dataset, self.prompts, progress=False):
             runner.logger.info(f"iter {runner.iter}: {result.line()}")
-            scalars[f"val/{result.name}_{result.prompt}_dice"] = result.dice
-            scalars[f"val/{result.name}_{result.prompt}_mAP"] = result.map
+            scalars[f"val/{self.name}_{result.prompt}_dice"] = result.summary["mean Dice"]
+            scalars[f"val/{self.name}_{result.prompt}_mAP"] = result.summary["mAP"]
         runner.visualizer.add_scalars(scalars, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

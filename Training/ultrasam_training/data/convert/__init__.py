@@ -2,7 +2,8 @@
 
 Every converter module exposes ``convert(raw_dir, out_dir, *, image_mode="copy", overwrite=False,
 progress=True, ...) -> ConversionReport``. ``run_converter`` finds one by dataset key through the
-registry, so a new converter only needs its module and the ``converter`` field of its registry entry.
+registry: a new converter only needs its module, ``convert/<registry key>.py`` (``dataset_105us.py``
+for a key that is no Python name), found by ``DatasetInfo.converter_module``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ def converter_module(name: str):
     if name == GENERIC:
         return importlib.import_module("ultrasam_training.data.convert.generic")
     info = registry.get(name)
-    if info.converter is None:
+    if info.converter_module is None:
         raise UnknownDatasetError(
             f"{info.name}: no converter yet; use 'generic' if it is image + mask folders "
             f"(expected raw layout: {info.raw_layout})"
         )
-    return importlib.import_module(info.converter)
+    return importlib.import_module(info.converter_module)
 
 
 def run_converter(name: str, raw_dir: str | Path, out_dir: str | Path, **options: Any) -> ConversionReport:

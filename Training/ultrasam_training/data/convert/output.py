@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ultrasam_training.data.coco import write_coco
@@ -81,6 +82,18 @@ class DatasetOutput:
                 copy_file(source, self.images_dir / name)
             else:
                 write_png(read_array(source), self.images_dir / name)
+        self._written.add(name)
+        return f"images/{name}"
+
+    def place_array(self, pixels: np.ndarray) -> str:
+        """Write decoded pixels (a slice, a video frame, an array file) as the next 8-bit PNG.
+
+        Pixels that are not uint8 are windowed by :func:`ultrasam_training.data.images.to_uint8`;
+        converters of volumes window the whole volume first so that its slices stay comparable.
+        """
+        name = f"{self.dataset}__{self._count:05d}.png"
+        self._count += 1
+        write_png(pixels, self.images_dir / name)
         self._written.add(name)
         return f"images/{name}"
 
