@@ -99,16 +99,30 @@ def test_registry_lists_the_43_datasets_with_unambiguous_names():
         for spelling in (info.key, info.name, *info.aliases):
             normal = "".join(ch for ch in spelling.lower() if ch.isalnum())
             assert spellings.setdefault(normal, info.key) == info.key, f"{spelling!r} names two datasets"
-        assert info.url == "unknown" or info.url.startswith("https://")
+        assert info.url == "unknown" or info.url.startswith(("https://", "http://"))
         assert info.licence and info.raw_layout and info.organ and info.application and info.classes
         assert info.dimensionality in ("2D", "2D+t", "3D", "video")
-    assert {info.key for info in registry.with_converter()} == {"busi", "hc18", "mmotu_2d"}
+    assert {info.key for info in registry.with_converter()} == {info.key for info in datasets}
     assert registry.get("Dataset_BUSI_with_GT").key == "busi"
     assert registry.get("mmotu-sample").key == "mmotu_2d"
     with pytest.raises(DatasetError, match="unknown dataset"):
         registry.get("no-such-set")
-    with pytest.raises(DatasetError, match="no converter yet"):
-        run_converter("camus", "/nonexistent", "/nonexistent-out")
+
+
+@pytest.mark.parametrize("key", [info.key for info in registry.all_datasets()])
+def test_every_converter_takes_the_common_options_and_refuses_a_foreign_folder(key, tmp_path):
+    import inspect
+
+    from ultrasam_training.data.convert import converter_module
+
+    options = inspect.signature(converter_module(key).convert).parameters
+    assert {"raw_dir", "out_dir", "image_mode", "overwrite", "limit", "progress"} <= set(options), key
+    foreign = tmp_path / "raw"
+    (foreign / "something").mkdir(parents=True)
+    (foreign / "something" / "notes.txt").write_text("not a dataset")
+    with pytest.raises(DatasetError):
+        run_converter(key, foreign, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "annotations").exists()  # nothing written for a refused folder
 
 
 # ---------------------------------------------------------------- BUSI
@@ -665,7 +679,12 @@ def test_cli_data_commands(data_dir, tmp_path, capsys):
     assert cli_main(["data", "stats", str(tmp_path / "busi")]) == 0
     assert "busi" in capsys.readouterr().out and (tmp_path / "busi" / "stats.png").is_file()
     assert cli_main(["data", "convert", "camus", str(tmp_path), str(tmp_path / "camus")]) == 1
-    assert "no converter yet" in capsys.readouterr().err
+    assert "layout not recognised" in capsys.readouterr().err and not (tmp_path / "camus" / "annotations").exists()
+    assert cli_main(["data", "convert", "busi", str(data_dir / "busi"), str(tmp_path / "b2"), "--option", "no_such=1"]) == 1
+    assert "does not take option(s) no_such" in capsys.readouterr().err
+    assert cli_main(["data", "convert", "busi", str(data_dir / "busi"), str(tmp_path / "b2"), "--in-place",
+                     "--limit", "2", "--option", "threshold=250"]) == 0
+    assert "busi: 2 images" in capsys.readouterr().out
     folders = tmp_path / "mine"
     (folders / "images").mkdir(parents=True)
     (folders / "masks").mkdir()

@@ -53,6 +53,22 @@ def _generic_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _parse_options(texts: list[str]) -> dict:
+    """``["fold=2", "frame_offset=0", "view=sagittal"]`` -> keyword arguments (Python literals, else strings)."""
+    import ast
+
+    options = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise DatasetError(f"--option {text!r} must read NAME=VALUE")
+        try:
+            options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value
+    return options
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ultrasam_training.data.convert import GENERIC, run_converter
 
@@ -61,6 +77,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         options["limit"] = args.limit
     if args.keep_normal:
         options["keep_normal"] = True
+    if args.keep_empty:
+        options["keep_empty"] = True
+    options.update(_parse_options(args.option or []))
     if args.name == GENERIC:
         options.update(_generic_options(args))
     elif args.dataset or args.category:
@@ -171,6 +190,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--limit", type=int, help="convert only the first N images")
     p.add_argument("--keep-normal", action="store_true", help="BUSI: keep normal images (no annotations)")
+    p.add_argument("--keep-empty", action="store_true",
+                   help="keep images, frames and slices without any annotated structure (left out by default)")
+    p.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="a dataset-specific converter option, e.g. test_fold=2 (BUS-BRA), frame_offset=0 (EchoNet-Pediatric); "
+                        "see the converter's docstring")
     g = p.add_argument_group("generic converter")
     g.add_argument("--dataset", help="dataset name used in file names (default 'generic')")
     g.add_argument("--image-dir", default="images", help="image folder inside RAW_DIR")
@@ -181,7 +205,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--recursive", action="store_true")
     g.add_argument("--patient-pattern", help="regex; group 1 of the image path is the patient id")
     g.add_argument("--class-from-folder", action="store_true", help="image-level label = parent folder name")
-    g.add_argument("--keep-empty", action="store_true", help="keep images whose masks are empty")
     p.set_defaults(func=_cmd_convert)
 
     p = commands.add_parser("build", help="convert every dataset under RAW_ROOT, write agnostic train/val/test")
