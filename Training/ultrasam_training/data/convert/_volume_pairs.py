@@ -217,3 +217,8 @@ def convert_pairs(
         overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
         unit=slicing.get("unit", "slice"),
     )
+
+
+def zero_outside_image(label: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Labels only where the image has signal: the released CAMUS/MicroSeg converters' sector mask."""
+    return np.where(image == 0, 0, label)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
-from ultrasam_training.data.convert._volume_pairs import VolumePair, convert_pairs, find_root, nifti_stem
+from ultrasam_training.data.convert._volume_pairs import (
+    VolumePair, convert_pairs, find_root, nifti_stem, zero_outside_image,
+)
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "camus"
@@ -38,10 +38,6 @@ def _splits(root: Path) -> dict[str, str]:
         if path.is_file():
             splits.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
     return splits
-
-
-def _zero_outside_image(label: np.ndarray, image: np.ndarray) -> np.ndarray:
-    return np.where(image == 0, 0, label)
 
 
 def convert(
@@ -74,5 +70,5 @@ def convert(
     return convert_pairs(
         DATASET, CATEGORIES, pairs, out_dir, report=report, description="CAMUS echocardiography half sequences",
         url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, unit="frame", fix_label=_zero_outside_image,
+        limit=limit, progress=progress, mapping=MAPPING, unit="frame", fix_label=zero_outside_image,
     )

@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
-from ultrasam_training.data.convert._volume_pairs import VolumePair, convert_pairs, find_root, nifti_stem, pair_files
+from ultrasam_training.data.convert._volume_pairs import (
+    VolumePair, convert_pairs, find_root, nifti_stem, pair_files, zero_outside_image,
+)
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "microseg"
@@ -60,10 +60,6 @@ def micro_us_pairs(raw_dir: str | Path, report: ConversionReport) -> list[Volume
     return pairs
 
 
-def _zero_outside_image(label: np.ndarray, image: np.ndarray) -> np.ndarray:
-    return np.where(image == 0, 0, label)
-
-
 def convert(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -80,5 +76,5 @@ def convert(
     return convert_pairs(
         DATASET, CATEGORIES, pairs, out_dir, report=report, description="MicroSeg micro-ultrasound prostate",
         url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, flip_how="diagonal", fix_label=_zero_outside_image,
+        limit=limit, progress=progress, mapping=MAPPING, flip_how="diagonal", fix_label=zero_outside_image,
     )
