@@ -367,6 +367,20 @@ def test_config_evaluation_runs_through_the_predictor_for_several_models(smoke_r
     assert all(r.refine is False for r in results)
 
 
+def test_ultrasam_evaluate_reads_an_mmengine_training_checkpoint(smoke_runs, data_dir):
+    """``iter_N.pth`` (mmengine container) and the exported ``model_final.pth`` of the last iteration score alike."""
+    from ultrasam_training.evaluation.dataset import EvalDataset
+    from ultrasam_training.evaluation.runner import evaluate_dataset
+    from ultrasam_training.evaluation.segmenters import load_segmenter
+
+    last = max(smoke_runs["full"].glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    dataset = EvalDataset.load(REPO_ROOT / "work_dirs/data/annotations/val.json", limit=2)
+    scores = [evaluate_dataset(load_segmenter(path, refine=False), dataset, ["point"], progress=False)[0]
+              for path in (last, smoke_runs["full"] / "model_final.pth")]
+    assert scores[0].model == last.stem
+    assert [r.dice for r in scores[0].records] == [r.dice for r in scores[1].records]
+
+
 def test_an_interrupted_embedding_cache_continues_where_it_stopped(tmp_path, data_dir, litemedsam_checkpoint):
     from ultrasam.models import load_model
     from ultrasam.predictor import Predictor
