@@ -327,6 +327,36 @@ def test_resume_continues_at_the_same_iteration_lr_and_loss(smoke_runs):
     assert resumed[7]["loss_dice.0"] == pytest.approx(full[7]["loss_dice.0"], rel=1e-4, abs=1e-5)
 
 
+def test_curves_after_a_resume_join_all_runs(smoke_runs):
+    from ultrasam_training.train.plot import read_work_dir_scalars
+
+    joined = read_work_dir_scalars(smoke_runs["resumed"])
+    assert [r["iter"] for r in joined] == list(range(1, 13))
+    assert len(list(smoke_runs["resumed"].glob("*/vis_data/scalars.json"))) == 2
+    assert (smoke_runs["resumed"] / "training_curves.png").stat().st_size > 10_000
+
+
+def test_a_later_run_replaces_what_a_killed_run_logged_after_the_resume_point(tmp_path):
+    from ultrasam_training.train.plot import plot_curves, read_work_dir_scalars
+
+    def log(run: str, iterations: range, loss: float) -> None:
+        folder = tmp_path / run / "vis_data"
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"iter": i, "lr": 1e-4, "loss": loss}) for i in iterations]
+        lines.insert(1, json.dumps({"iter": 3, "val/busi_box_dice": 0.9}))  # a validation record: ignored
+        (folder / "scalars.json").write_text("\n".join(lines) + "\n")
+
+    log("20260101_100000", range(1, 11), loss=1.0)   # killed after logging 10, last checkpoint at 5
+    log("20260101_110000", range(6, 13), loss=0.5)   # resumed from iter_5
+    joined = read_work_dir_scalars(tmp_path)
+    assert [r["iter"] for r in joined] == list(range(1, 13))
+    assert [r["loss"] for r in joined] == [1.0] * 5 + [0.5] * 7
+    assert plot_curves(tmp_path, tmp_path / "curves.png").stat().st_size > 10_000
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no training records"):
+        plot_curves(tmp_path / "empty", tmp_path / "x.png")
+
+
 def test_final_weights_load_in_the_predictor_and_export_matches(smoke_runs, data_dir):
     from ultrasam.models import load_model
     from ultrasam.predictor import Predictor

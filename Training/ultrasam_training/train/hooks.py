@@ -80,7 +80,10 @@ class ExportWeightsHook(Hook):
 
 @HOOKS.register_module()
 class CurvePlotHook(Hook):
-    """At the end of training, plot the loss terms and learning rate to ``<work_dir>/training_curves.png``."""
+    """At the end of training, plot the loss terms and learning rate to ``<work_dir>/training_curves.png``.
+
+    Every run in the work directory is joined, so the plot after a resume covers the whole training.
+    """
 
     priority = "VERY_LOW"
 
@@ -90,12 +93,9 @@ class CurvePlotHook(Hook):
     def after_train(self, runner) -> None:
         if not is_main_process():
             return
-        scalars = Path(runner.log_dir) / "vis_data" / "scalars.json"
-        if not scalars.exists():
-            runner.logger.warning(f"no {scalars}: no curve plot")
-            return
+        work_dir = Path(runner.work_dir)
         try:
-            path = plot_curves(scalars, Path(runner.work_dir) / self.filename)
+            path = plot_curves(work_dir, work_dir / self.filename)
         except ValueError as exc:
             runner.logger.warning(f"curve plot skipped: {exc}")
             return

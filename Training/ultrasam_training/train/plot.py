@@ -20,16 +20,36 @@ def read_scalars(path: str | Path) -> list[dict]:
     return records
 
 
-def plot_curves(scalars_json: str | Path, out_png: str | Path) -> Path:
-    """Two panels: every ``loss*`` term (log scale) and the learning rate, against the iteration."""
+def read_work_dir_scalars(work_dir: str | Path) -> list[dict]:
+    """The training records of every run in ``work_dir``, so a resumed run plots from iteration 1.
+
+    mmengine starts a new ``<timestamp>/vis_data/scalars.json`` at each (re)start. Runs are taken in
+    time order; a later run replaces the records of earlier ones from its first iteration on (a
+    resume from ``iter_1500`` re-logs what the killed run had logged after 1500).
+    """
+    merged: list[dict] = []
+    for scalars in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
+        records = read_scalars(scalars)
+        if records:
+            first = min(r["iter"] for r in records)
+            merged = [r for r in merged if r["iter"] < first] + records
+    return sorted(merged, key=lambda r: r["iter"])
+
+
+def plot_curves(source: str | Path, out_png: str | Path) -> Path:
+    """Two panels: every ``loss*`` term (log scale) and the learning rate, against the iteration.
+
+    ``source`` is one ``scalars.json`` or a work directory (all its runs, resumes joined).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_scalars(scalars_json)
+    source = Path(source)
+    records = read_work_dir_scalars(source) if source.is_dir() else read_scalars(source)
     if not records:
-        raise ValueError(f"{scalars_json} holds no training records")
+        raise ValueError(f"{source} holds no training records")
     iterations = [r["iter"] for r in records]
     names = sorted({k for r in records for k in r if k.startswith("loss")})
     figure, (loss_axis, lr_axis) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
