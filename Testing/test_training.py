@@ -237,7 +237,7 @@ def test_commands_parse_and_configs_resolve():
     with pytest.raises(TrainingError, match="packaged configs"):
         find_config("no_such_config")
     for name in ("ultrasam_vitb_paper", "ultrasam_vitb_from_ultrasam", "ultrasam_star_no_breast",
-                 "ultrasam_star_no_ovarian", "ultrasam_star_no_gi", "ultrasam_lite", "smoke"):
+                 "ultrasam_star_no_ovarian", "ultrasam_star_no_gi", "ultrasam_lite", "ultrasam_lite_long", "smoke"):
         config = load_config(name)
         assert config.optim_wrapper.optimizer == {"type": "AdamW", "lr": 1e-4, "weight_decay": 1e-4}
         assert config.optim_wrapper.clip_grad == {"max_norm": 0.1, "norm_type": 2}
@@ -246,6 +246,10 @@ def test_commands_parse_and_configs_resolve():
     assert paper.train_cfg.max_iters == 30000 and paper.train_dataloader.batch_size == 8
     assert [s.get("milestones") for s in paper.param_scheduler] == [None, [20000, 28888]]
     assert load_config("ultrasam_star_no_gi").train_dataloader.dataset.exclude_organs == ["stomach"]
+    lite, long = load_config("ultrasam_lite"), load_config("ultrasam_lite_long")
+    assert (lite.train_cfg.max_iters, long.train_cfg.max_iters) == (800, 1600)
+    assert [s.get("milestones") for s in long.param_scheduler] == [None, [1067, 1541]]
+    assert long.param_scheduler[0]["end"] == 27 and long.model == lite.model
 
 
 # ----------------------------------------------------------------------------- real data

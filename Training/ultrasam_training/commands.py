@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "ultrasam_training.data.cli",
     "ultrasam_training.train.cli",
     "ultrasam_training.evaluation.cli",
+    "ultrasam_training.evaluation.compare_cli",
 )
 
 
