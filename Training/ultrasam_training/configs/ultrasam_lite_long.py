@@ -1,4 +1,4 @@
-# UltraSam-Lite trained twice as long: 1600 iterations (about 77 minutes on 2 CPU cores, reusing the
+# UltraSam-Lite trained twice as long: 1600 iterations (about 75 minutes on 2 CPU cores, reusing the
 # embedding cache of `ultrasam_lite`), the paper's schedule compressed at the same fractions
 # (warm-up 27, x0.1 at 1067 and 1541). Measured against the 800-iteration run: better points and
 # click efficiency on BUSI and HC18, boxes still tied with LiteMedSAM on BUSI (README, Training).
