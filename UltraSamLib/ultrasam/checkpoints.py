@@ -1,87 +1,41 @@
 """Reading checkpoint files safely and recognising their layout.
 
-A checkpoint is data, never code: files are read with ``torch.load(weights_only=True)``, and
-containers that it refuses (mmengine checkpoints carry ``HistoryBuffer`` objects in their
-``message_hub``) are read with a restricted unpickler that rebuilds tensors and plain
-containers and turns every other global into an inert stub. Nothing named in the file is
-imported or called.
+A checkpoint is data, never code. Two formats are read, both without ``torch.load``:
+
+* ``safetensors`` (what this project writes): tensors plus a JSON header, no pickle at all; the
+  project's own metadata (model family, provenance) travels in the header under ``"ultrasam"``.
+* PyTorch's zip format (SAM, MedSAM, LiteMedSAM, mmengine/mmdet checkpoints such as UltraSam.pth),
+  read by :mod:`ultrasam.safe_unpickle`: a restricted pure-Python unpickler that rebuilds tensors
+  and plain containers, turns every other object into an inert stub, refuses ``BUILD`` on anything
+  real, and checks every size before it materialises anything. PyTorch's legacy pre-1.6 format is
+  refused with a message.
+
+Model tensors must be finite: a file with NaN or Inf weights is refused by :func:`extract_state_dict`.
 """
 
 from __future__ import annotations
 
-import pickle
-import types
-import zipfile
+import json
+import struct
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from ultrasam import safe_unpickle
 from ultrasam.errors import CheckpointError
 
-StateDict = "OrderedDict[str, torch.Tensor]"
-
-# Globals a checkpoint may name that are rebuilt for real: tensor reconstruction and containers.
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch", "Size"): torch.Size,
-    ("torch", "float32"): torch.float32,
-    ("torch", "float16"): torch.float16,
-    ("torch", "bfloat16"): torch.bfloat16,
-}
+#: Key of the safetensors header entry holding this project's metadata (a JSON object).
+METADATA_KEY = "ultrasam"
 
 
-class _Inert:
-    """Stand-in for an object of a class the checkpoint names but we refuse to import."""
+def read_checkpoint(path: str | Path, *, allow_stubs: bool = True) -> Any:
+    """Load a checkpoint container (tensors on the CPU) without executing anything it names.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self._state = state
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Inert":
-        return _Inert()
-
-    def append(self, item: Any) -> None:  # list-like BUILD paths
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-
-def _stub_class(module: str, name: str) -> type:
-    return type(name, (_Inert,), {"__module__": f"ultrasam_stub.{module}"})
-
-
-def _safe_getattr(obj: Any, name: str, *default: Any) -> Any:
-    """``getattr`` restricted to stubs: pickles use it to name class methods such as
-    ``getattr(HistoryBuffer, 'min')``; on anything real it would be a path to arbitrary code."""
-    if isinstance(obj, type) and issubclass(obj, _Inert) or isinstance(obj, _Inert):
-        return _Inert
-    raise pickle.UnpicklingError(f"refusing getattr({type(obj).__name__}, {name!r}) in a checkpoint")
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        if (module, name) in {("builtins", "getattr"), ("__builtin__", "getattr")}:
-            return _safe_getattr
-        return _stub_class(module, name)
-
-
-_restricted_pickle = types.SimpleNamespace(
-    Unpickler=_RestrictedUnpickler, load=pickle.load, loads=pickle.loads, __name__="ultrasam_restricted_pickle"
-)
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint container without executing any code it names."""
+    A safetensors file comes back as ``{"state_dict": tensors, "meta": metadata}``.
+    ``allow_stubs=False`` refuses zip checkpoints holding anything but plain data.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -89,35 +43,61 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    if is_safetensors(path):
+        return read_safetensors(path)
     _check_container(path)
+    return safe_unpickle.load(path, allow_stubs=allow_stubs)
+
+
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little endian) and a JSON ``{``."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 0 < length < path.stat().st_size
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """Tensors and this project's metadata from a safetensors file (which holds no code by design)."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # a container with non-tensor objects (mmengine message hub): read restricted below
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"checkpoint is truncated or corrupt: {path} ({_short(exc)})") from exc
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            tensors = OrderedDict((key, handle.get_tensor(key)) for key in handle.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"safetensors file is truncated or corrupt: {path} ({_short(exc)})") from exc
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, pickle.UnpicklingError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint cannot be read: {path} ({_short(exc)})") from exc
+        meta = json.loads(header.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"safetensors metadata of {path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"safetensors metadata of {path} must be a JSON object")
+    return {"state_dict": tensors, "meta": meta}
+
+
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, meta: Mapping[str, Any]) -> None:
+    """Write contiguous CPU tensors and ``meta`` (JSON-serialisable) as one safetensors file."""
+    from safetensors.torch import save_file
+
+    plain = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    save_file(plain, str(path), metadata={METADATA_KEY: json.dumps(dict(meta), default=str)})
+
+
+def checkpoint_meta(container: Any) -> dict[str, Any]:
+    """The ``meta`` mapping of a container (mmengine or safetensors), or ``{}``."""
+    meta = container.get("meta") if isinstance(container, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
 
 
 def _check_container(path: Path) -> None:
-    """Tell truncated zips and foreign files apart before torch gives a cryptic message."""
+    """Name foreign files (HDF5, JSON, images) before the zip reader gives a generic message."""
     with path.open("rb") as handle:
         head = handle.read(4)
-    if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile as exc:
-            raise CheckpointError(f"checkpoint is truncated or corrupt (broken zip archive): {path}") from exc
-        if not any(name.endswith("data.pkl") for name in names):
-            raise CheckpointError(f"not a PyTorch checkpoint (a zip archive without data.pkl): {path}")
-        return
-    if head[:1] != b"\x80":  # legacy torch.save files are raw pickles (protocol 2+)
-        kind = _describe_foreign(head)
-        raise CheckpointError(f"not a PyTorch checkpoint ({kind}): {path}")
+    if not head.startswith(b"PK") and head[:1] != b"\x80":  # zip, or legacy torch (refused by the reader)
+        raise CheckpointError(f"not a PyTorch checkpoint ({_describe_foreign(head)}): {path}")
 
 
 def _describe_foreign(head: bytes) -> str:
@@ -127,8 +107,6 @@ def _describe_foreign(head: bytes) -> str:
         return "a JSON/text file"
     if head.startswith(b"\x89PNG"):
         return "a PNG image"
-    if len(head) == 4 and head[:1] in (b"\x00",):
-        return "looks like safetensors or raw binary"
     return f"unrecognised header {head!r}"
 
 
@@ -151,7 +129,16 @@ def extract_state_dict(container: Any, path: str | Path = "") -> "OrderedDict[st
         raise CheckpointError(f"checkpoint {path} holds no tensors under its state dict")
     if all(k.startswith("module.") for k in tensors):
         tensors = OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+    _check_finite(tensors, path)
     return tensors
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """NaN or Inf weights give empty masks and meaningless scores: refuse them by name."""
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        names = ", ".join(f"{k} ({n} values)" for k, n in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        raise CheckpointError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensors: {names}")
 
 
 def load_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":

@@ -16,7 +16,14 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ultrasam.checkpoints import detect_layout, load_state_dict, load_strict, sam_family_from_vit_width
+from ultrasam.checkpoints import (
+    checkpoint_meta,
+    detect_layout,
+    extract_state_dict,
+    load_strict,
+    read_checkpoint,
+    sam_family_from_vit_width,
+)
 from ultrasam.errors import CheckpointError
 from ultrasam.models.spec import FAMILY_SPECS, ModelSpec
 
@@ -115,6 +122,9 @@ def load_model(
 ) -> SamModel:
     """Load any SAM-family checkpoint; with no checkpoint, fetch ``family``'s weights (default LiteMedSAM).
 
+    The family (preprocessing recipe) is ``family`` if given, else the one the file's metadata
+    names (files this project writes carry it), else inferred from the tensors.
+
     ``fast`` swaps in the accelerated encoder attention (same weights, fp32 results within 1e-4).
     """
     if checkpoint is None:
@@ -122,7 +132,10 @@ def load_model(
 
         family = family or "litemedsam"
         checkpoint = weights.fetch(family)  # registry names are family names
-    state_dict = load_state_dict(checkpoint)
+    container = read_checkpoint(checkpoint)
+    state_dict = extract_state_dict(container, checkpoint)
+    stored_family = checkpoint_meta(container).get("ultrasam_family")
+    family = family or (stored_family if isinstance(stored_family, str) else None)
     model = model_from_state_dict(state_dict, family=family, fast=fast, source=str(checkpoint))
     return model.to(device)
 
