@@ -14,15 +14,13 @@ Distributed training goes through mmengine's launchers::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -40,6 +38,7 @@ def register_all() -> None:
     import ultrasam_training.train.dataset  # noqa: F401
     import ultrasam_training.train.hooks  # noqa: F401
     import ultrasam_training.train.model  # noqa: F401
+    import ultrasam_training.train.plain_checkpoint  # noqa: F401
     import ultrasam_training.train.sampler  # noqa: F401
 
 
@@ -98,22 +97,88 @@ def _init_cpu_distributed(config, launcher: str) -> None:
     config.model_wrapper_cfg = wrapper
 
 
-@contextlib.contextmanager
-def _own_checkpoints_loadable() -> Iterator[None]:
-    """Let mmengine's ``torch.load`` read the full checkpoints *this run wrote* (optimizer, message hub).
+def resume_checkpoint(work_dir: str | Path) -> Path:
+    """The checkpoint ``<work_dir>/last_checkpoint`` names, refused unless it is a file inside ``work_dir``.
 
-    torch >= 2.6 loads ``weights_only`` by default, which refuses mmengine's containers; the
-    override applies only while resuming from the work dir, never to weights from elsewhere.
+    The pointer is plain text anyone can edit; following it outside the run's own folder would
+    let resuming read a file the run never wrote.
     """
-    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-        else:
-            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
+    work_dir = Path(work_dir).resolve()
+    pointer = work_dir / "last_checkpoint"
+    if not pointer.is_file():
+        raise TrainingError(f"--resume: no checkpoint to resume from in {work_dir} (no last_checkpoint file)")
+    text = pointer.read_text(errors="replace").strip()
+    target = Path(text).expanduser()
+    target = (target if target.is_absolute() else work_dir / target).resolve()
+    if not target.is_relative_to(work_dir):
+        raise TrainingError(f"--resume: {pointer} points outside the work dir ({text[:200]}): refused")
+    if not target.is_file():
+        raise TrainingError(f"--resume: the checkpoint {pointer} names does not exist: {target}")
+    return target
+
+
+def _runner_class():
+    """mmengine's ``Runner`` with checkpoint reading that never executes pickled code."""
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner import Runner
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+    from ultrasam.checkpoints import read_checkpoint
+    from ultrasam.errors import CheckpointError
+    from ultrasam_training.train.plain_checkpoint import decode
+
+    class UltraSamRunner(Runner):
+        def resume(self, filename, *args, **kwargs):
+            """mmengine's resume, with missing or malformed state (meta, message hub) named, not a traceback."""
+            try:
+                return super().resume(filename, *args, **kwargs)
+            except (KeyError, AssertionError, TypeError, ValueError, AttributeError) as exc:
+                raise TrainingError(
+                    f"resume: checkpoint {filename} lacks or has malformed training state ({type(exc).__name__}: {exc})"
+                ) from exc
+
+        def load_checkpoint(self, filename, map_location="cpu", strict=False, revise_keys=[(r"^module.", "")]):
+            """``load_from`` weights and resumed checkpoints, read by the restricted reader.
+
+            Resuming refuses anything but plain data (what :class:`PlainCheckpointHook` writes)
+            and any file outside the work dir.
+            """
+            resuming = bool(self._resume)
+            path = Path(str(filename)).expanduser()
+            if resuming and not path.resolve().is_relative_to(Path(self.work_dir).resolve()):
+                raise TrainingError(f"resume: checkpoint {filename} is outside the work dir {self.work_dir}: refused")
+            try:
+                checkpoint = read_checkpoint(path, allow_stubs=not resuming)
+            except CheckpointError as exc:
+                what = "resume from" if resuming else "load_from"
+                hint = (" (checkpoints written before this version hold mmengine objects and cannot be resumed "
+                        "safely; start a new run with load_from= pointing at it)") if resuming else ""
+                raise TrainingError(f"{what}: {exc}{hint}") from exc
+            if not isinstance(checkpoint, dict):
+                raise TrainingError(f"{filename} is not a checkpoint container ({type(checkpoint).__name__})")
+            try:
+                checkpoint = decode(checkpoint)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise TrainingError(f"checkpoint {filename} has malformed training state ({exc})") from exc
+            self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+            model = self.model.module if is_model_wrapper(self.model) else self.model
+            try:
+                checkpoint = _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=revise_keys)
+            except (RuntimeError, KeyError, TypeError) as exc:
+                raise TrainingError(f"checkpoint {filename} does not fit the model ({str(exc)[:300]})") from exc
+            self._has_loaded = True
+            self.logger.info(f"Load checkpoint from {filename}")
+            return checkpoint
+
+    return UltraSamRunner
+
+
+def _ensure_plain_checkpoints(cfg) -> None:
+    """Every run saves checkpoints as plain data (see :mod:`plain_checkpoint`)."""
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") == "PlainCheckpointHook" for h in hooks):
+        hooks.append(dict(type="PlainCheckpointHook"))
+    cfg.custom_hooks = hooks
 
 
 def _record_run(runner, config_path: Path, resume: bool) -> None:
@@ -148,8 +213,6 @@ def build_runner(
     launcher: str = "none",
 ):
     """An mmengine ``Runner`` for ``config``; ``work_dir`` defaults to ``work_dirs/<config name>``."""
-    from mmengine.runner import Runner
-
     if launcher not in LAUNCHERS:
         raise TrainingError(f"launcher must be one of {LAUNCHERS}, not {launcher!r}")
     register_all()
@@ -157,15 +220,16 @@ def build_runner(
     cfg = load_config(config_path, cfg_options)
     cfg.work_dir = str(work_dir or cfg.get("work_dir") or Path("work_dirs") / config_path.stem)
     cfg.launcher = launcher
-    if resume:
+    if resume:  # from the checkpoint last_checkpoint names, confined to the work dir; never init weights
         cfg.resume = True
-        cfg.load_from = None  # resume from the latest checkpoint of work_dir, never from init weights
+        cfg.load_from = str(resume_checkpoint(cfg.work_dir))
+    _ensure_plain_checkpoints(cfg)
     apply_device_policy(cfg)
     if launcher != "none" and not torch.cuda.is_available():
         _init_cpu_distributed(cfg, launcher)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    runner = Runner.from_cfg(cfg)
+    runner = _runner_class().from_cfg(cfg)
     runner._ultrasam_config_path = config_path
     return runner
 
@@ -177,13 +241,10 @@ def train(
     resume: bool = False,
     launcher: str = "none",
 ) -> Path:
-    """Train; returns the work dir (holding checkpoints, ``model_final.pth``, logs and curves)."""
+    """Train; returns the work dir (holding checkpoints, ``model_final.safetensors``, logs and curves)."""
     runner = build_runner(config, work_dir, cfg_options, resume, launcher)
-    if resume and not (Path(runner.work_dir) / "last_checkpoint").exists():
-        raise TrainingError(f"--resume: no checkpoint to resume from in {runner.work_dir}")
     _record_run(runner, runner._ultrasam_config_path, resume)
-    with _own_checkpoints_loadable() if resume else contextlib.nullcontext():
-        runner.train()
+    runner.train()
     return Path(runner.work_dir)
 
 
