@@ -367,9 +367,10 @@ def test_final_weights_load_in_the_predictor_and_export_matches(smoke_runs, data
     from ultrasam_training.train.export import export_checkpoint
     from ultrasam_training.train.dataset import read_rgb
 
-    weights = smoke_runs["full"] / "model_final.pth"
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    from safetensors.torch import load_file
+
+    weights = smoke_runs["full"] / "model_final.safetensors"
+    state = load_file(weights)  # plain safetensors: any reader opens it, no pickle involved
     assert any(k.startswith("mask_decoder.") for k in state)
     model = load_model(weights)
     assert model.spec.family == "litemedsam"
@@ -380,8 +381,8 @@ def test_final_weights_load_in_the_predictor_and_export_matches(smoke_runs, data
     prediction = predictor.predict(box=np.array([w * 0.3, h * 0.3, w * 0.7, h * 0.7]), refine=True)
     assert prediction.mask.shape == (h, w)
 
-    exported = export_checkpoint(smoke_runs["full"] / "iter_12.pth", smoke_runs["full"] / "exported.pth")
-    again = torch.load(exported, map_location="cpu", weights_only=True)
+    exported = export_checkpoint(smoke_runs["full"] / "iter_12.pth", smoke_runs["full"] / "exported.safetensors")
+    again = load_file(exported)
     assert again.keys() == state.keys() and all(torch.equal(again[k], state[k]) for k in state)
     with pytest.raises(Exception, match="exists"):
         export_checkpoint(smoke_runs["full"] / "iter_12.pth", exported)
@@ -391,7 +392,7 @@ def test_config_evaluation_runs_through_the_predictor_for_several_models(smoke_r
     from ultrasam_training.train.run_eval import run_evaluation
 
     options = [f"evaluation.shared_data_root={data_dir}", f"evaluation.splits_root={REPO_ROOT / 'work_dirs/data'}"]
-    results = run_evaluation("smoke", [smoke_runs["full"] / "model_final.pth", litemedsam_checkpoint],
+    results = run_evaluation("smoke", [smoke_runs["full"] / "model_final.safetensors", litemedsam_checkpoint],
                              cfg_options=options, prompts=["box"], refine=["off"], max_images=3, progress=False)
     by_model = {r.model: r for r in results}
     assert len(by_model) == 2 and len({r.summary["n"] for r in results}) == 1
@@ -402,7 +403,7 @@ def test_config_evaluation_runs_through_the_predictor_for_several_models(smoke_r
 
 
 def test_ultrasam_evaluate_reads_an_mmengine_training_checkpoint(smoke_runs, data_dir):
-    """``iter_N.pth`` (mmengine container) and the exported ``model_final.pth`` of the last iteration score alike."""
+    """``iter_N.pth`` (mmengine container) and the exported ``model_final.safetensors`` of the last iteration score alike."""
     from ultrasam_training.evaluation.dataset import EvalDataset
     from ultrasam_training.evaluation.runner import evaluate_dataset
     from ultrasam_training.evaluation.segmenters import load_segmenter
@@ -410,7 +411,7 @@ def test_ultrasam_evaluate_reads_an_mmengine_training_checkpoint(smoke_runs, dat
     last = max(smoke_runs["full"].glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     dataset = EvalDataset.load(REPO_ROOT / "work_dirs/data/annotations/val.json", limit=2)
     scores = [evaluate_dataset(load_segmenter(path, refine=False), dataset, ["point"], progress=False)[0]
-              for path in (last, smoke_runs["full"] / "model_final.pth")]
+              for path in (last, smoke_runs["full"] / "model_final.safetensors")]
     assert scores[0].model == last.stem
     assert [r.dice for r in scores[0].records] == [r.dice for r in scores[1].records]
 

@@ -4,7 +4,7 @@ Examples::
 
     ultrasam evaluate --model litemedsam --model ellipse --model filled-box \\
         --shared-data ../shared/data --prompt box point --clicks 10 --out results/litemedsam
-    ultrasam evaluate --checkpoint work_dirs/ultrasam_lite/model_final.pth --coco val.json \\
+    ultrasam evaluate --checkpoint work_dirs/ultrasam_lite/model_final.safetensors --coco val.json \\
         --prompt point --refine --out results/lite_val
 """
 

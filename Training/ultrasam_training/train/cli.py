@@ -6,8 +6,8 @@ Examples::
     ultrasam train ultrasam_lite --resume             # continue after a kill, exactly
     ultrasam train my.py --cfg-options train_cfg.max_iters=100 randomness.seed=3
     torchrun --nproc_per_node 4 -m ultrasam.cli train ultrasam_vitb_paper --launcher pytorch
-    ultrasam test ultrasam_lite --checkpoint work_dirs/ultrasam_lite/model_final.pth
-    ultrasam export work_dirs/ultrasam_lite/iter_1000.pth model.pth
+    ultrasam test ultrasam_lite --checkpoint work_dirs/ultrasam_lite/model_final.safetensors
+    ultrasam export work_dirs/ultrasam_lite/iter_1000.pth model.safetensors
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
 
     work_dir = train(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options),
                      resume=args.resume, launcher=args.launcher)
-    print(f"work dir: {work_dir}\nweights: {work_dir / 'model_final.pth'}")
+    print(f"work dir: {work_dir}\nweights: {work_dir / 'model_final.safetensors'}")
     return 0
 
 
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test = subparsers.add_parser("test", help="Dice and COCO mAP of a checkpoint on the config's evaluation sets")
     test.add_argument("config", help="config file or packaged config name")
     test.add_argument("--checkpoint", required=True, nargs="+",
-                      help="model_final.pth, an mmengine checkpoint, or a weights name (e.g. litemedsam); "
+                      help="model_final.safetensors, an mmengine checkpoint, or a weights name (e.g. litemedsam); "
                            "several are compared on the same images")
     test.add_argument("--sets", nargs="+", help="evaluation set names of the config to run (default: all)")
     test.add_argument("--prompts", nargs="+", choices=("point", "inside", "box"), help="prompt kinds")
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     export = subparsers.add_parser("export", help="mmengine checkpoint -> plain segment_anything state dict")
     export.add_argument("checkpoint", help="checkpoint written by ultrasam train")
-    export.add_argument("out", help="output .pth (bare tensors, loadable with weights_only=True)")
+    export.add_argument("out", help="output .safetensors (tensors + the model family in its header; no pickle)")
     export.add_argument("--family", help="family recorded beside the weights (default: from the checkpoint)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)

@@ -3,19 +3,20 @@
 The training model's parameters already carry SAM key names (``image_encoder.*``,
 ``prompt_encoder.*``, ``mask_decoder.*``), so exporting means: take the tensors out of the
 mmengine container (read without executing anything it names), check the result builds a model
-with ``ultrasam.models``, and save bare tensors that ``torch.load(weights_only=True)`` accepts.
+with ``ultrasam.models``, and save them as ``safetensors`` (no pickle) whose header names the
+model family, so the file reopens with its own preprocessing recipe (a ViT-b UltraSam would
+otherwise look like SAM ViT-b).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
 from ultrasam.atomic import atomic_write
-from ultrasam.checkpoints import extract_state_dict, read_checkpoint
+from ultrasam.checkpoints import checkpoint_meta, extract_state_dict, read_checkpoint, write_safetensors
 from ultrasam_training.train.errors import TrainingError
 
 #: Keys of the training wrapper that are not part of the Sam model.
@@ -37,22 +38,18 @@ def save_state_dict(
     state_dict: Mapping[str, torch.Tensor], out: str | Path, *, family: str | None = None,
     metadata: dict | None = None, overwrite: bool = False, verify: bool = True,
 ) -> Path:
-    """Write ``state_dict`` atomically as bare tensors; with ``verify`` first check it builds a model.
+    """Write ``state_dict`` atomically as safetensors; with ``verify`` first check it builds a model.
 
-    A JSON sidecar (``<out>.json``) records the family the weights expect their images prepared
-    for, since a plain SAM-layout file cannot say it (a ViT-b UltraSam looks like SAM ViT-b).
+    The header's metadata holds ``ultrasam_family`` (the recipe the weights expect) and
+    ``metadata`` (provenance: iteration, config, seed, source).
     """
     tensors = plain_state_dict(state_dict)
     if verify:
         from ultrasam.models import model_from_state_dict
 
-        model_from_state_dict(tensors, family=family, fast=False, source=str(out))
-    out = Path(out)
-    atomic_write(out, lambda tmp: torch.save(tensors, tmp), overwrite=overwrite)
-    sidecar = {"family": family, **(metadata or {})}
-    atomic_write(out.with_suffix(out.suffix + ".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=1)),
-                 overwrite=True)
-    return out
+        family = model_from_state_dict(tensors, family=family, fast=False, source=str(out)).spec.family
+    meta = {"ultrasam_family": family, **(metadata or {})}
+    return atomic_write(Path(out), lambda tmp: write_safetensors(tensors, tmp, meta), overwrite=overwrite)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | None = None,
@@ -60,10 +57,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | 
     """mmengine checkpoint (or any container) → plain segment_anything-layout ``out``."""
     container = read_checkpoint(checkpoint)
     state_dict = extract_state_dict(container, checkpoint)
-    meta = container.get("meta", {}) if isinstance(container, dict) else {}
-    iteration = meta.get("iter") if isinstance(meta, dict) else None
-    if family is None and isinstance(meta, dict):
-        family = meta.get("ultrasam_family")
+    meta = checkpoint_meta(container)
+    iteration = meta.get("iter") if isinstance(meta.get("iter"), int) else meta.get("iteration")
+    family = family or _family(meta)
     if not any(k.startswith("mask_decoder.") for k in state_dict):
         raise TrainingError(f"{checkpoint} holds no mask decoder tensors: not a training checkpoint of this project")
     return save_state_dict(state_dict, out, family=family, overwrite=overwrite,
@@ -71,7 +67,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | 
 
 
 def load_trained_model(checkpoint: str | Path, family: str | None = None, device: str = "cpu"):
-    """A :class:`ultrasam.models.SamModel` from ``model_final.pth``, an mmengine training checkpoint
+    """A :class:`ultrasam.models.SamModel` from ``model_final.safetensors``, an mmengine training checkpoint
     (``iter_N.pth``: its meta names the family), any library checkpoint, or a weights name."""
     from ultrasam.models import load_model, model_from_state_dict
 
@@ -80,8 +76,11 @@ def load_trained_model(checkpoint: str | Path, family: str | None = None, device
     path = resolve_checkpoint(checkpoint)
     container = read_checkpoint(path)
     if isinstance(container, dict) and "meta" in container and "state_dict" in container:
-        meta = container["meta"] if isinstance(container["meta"], dict) else {}
-        family = family or meta.get("ultrasam_family")
         state = plain_state_dict(extract_state_dict(container, path))
-        return model_from_state_dict(state, family=family, source=str(path)).to(device)
+        return model_from_state_dict(state, family=family or _family(checkpoint_meta(container)), source=str(path)).to(device)
     return load_model(path, family=family, device=device)
+
+
+def _family(meta: Mapping) -> str | None:
+    family = meta.get("ultrasam_family")
+    return family if isinstance(family, str) else None

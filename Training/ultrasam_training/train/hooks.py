@@ -15,7 +15,7 @@ from mmengine.registry import HOOKS
 from ultrasam_training.train.export import save_state_dict
 from ultrasam_training.train.plot import plot_curves
 
-FINAL_WEIGHTS = "model_final.pth"
+FINAL_WEIGHTS = "model_final.safetensors"
 
 
 def _model(runner):
@@ -52,7 +52,7 @@ class RngStateHook(Hook):
 
 @HOOKS.register_module()
 class ExportWeightsHook(Hook):
-    """Write ``<work_dir>/model_final.pth`` (plain SAM layout) every ``interval`` iterations and at the end."""
+    """Write ``<work_dir>/model_final.safetensors`` (plain SAM layout) every ``interval`` iterations and at the end."""
 
     priority = "LOW"
 

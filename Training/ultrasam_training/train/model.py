@@ -1,7 +1,7 @@
 """The trainable UltraSam model: a ``segment_anything`` Sam whose state dict *is* the plain SAM layout.
 
 ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` are direct children, so mmengine
-checkpoints hold ``image_encoder.*`` … keys and the exported ``model_final.pth`` is loadable by
+checkpoints hold ``image_encoder.*`` … keys and the exported ``model_final.safetensors`` is loadable by
 ``ultrasam.models.load_model`` as it is.
 
 Training step (protocol §1.5): pass 1 single-mask (token 0) with the no-mask dense embedding;
@@ -115,7 +115,7 @@ class UltraSamTrainModel(BaseModel):
         return self._encoder_digest
 
     def sam_state_dict(self) -> dict[str, Tensor]:
-        """Plain segment_anything-layout tensors on the CPU (what ``model_final.pth`` holds)."""
+        """Plain segment_anything-layout tensors on the CPU (what ``model_final.safetensors`` holds)."""
         return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
     def _features(self, inputs: Tensor, embedded: bool, encoder_digests: list[str] | None) -> Tensor:
