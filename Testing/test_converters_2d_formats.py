@@ -262,16 +262,32 @@ def test_fass(tmp_path):
     good = (root / "ARRAY_FORMAT" / "P001_IMG2.npy").read_bytes()
     (root / "ARRAY_FORMAT" / "P002_IMG1.npy").write_bytes(good[: len(good) // 2])  # truncated
     _image(root / "IMAGES" / "P003_IMG1.png", 32, 40)  # no arrays
+    _image(root / "IMAGES" / "P004_IMG1.png", 32, 40)
+    marker = tmp_path / "pwned"
+    np.save(root / "ARRAY_FORMAT" / "P004_IMG1.npy", {"structures": {"liver": _Payload(marker)}}, allow_pickle=True)
 
     report, coco = _convert("fass", tmp_path, tmp_path / "out")
+    assert not marker.exists()  # a tampered array file is skipped, its pickle never run
 
     images = _by_source(coco)
     assert sorted(images) == ["IMAGES/P001_IMG1.png", "IMAGES/P001_IMG2.png"]
     assert _areas(coco, images["IMAGES/P001_IMG1.png"]) == {
         "artery": [9, 24], "liver": [150], "stomach": [20], "vein": [20]}
     assert _areas(coco, images["IMAGES/P001_IMG2.png"]) == {"liver": [16]}
-    assert _skipped(report) == {"IMAGES/P002_IMG1.png", "IMAGES/P003_IMG1.png"}
+    assert _skipped(report) == {"IMAGES/P002_IMG1.png", "IMAGES/P003_IMG1.png", "IMAGES/P004_IMG1.png"}
     assert any("kidney" in note for note in report.notes)
+
+
+class _Payload:
+    """Unpickling this would run ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
 
 
 # ---------------------------------------------------------------- Fast-U-Net

@@ -346,3 +346,149 @@ def load(path: str | Path, *, allow_stubs: bool = True) -> Any:
             raise
         except Exception as exc:  # any malformed pickle (incl. RecursionError, MemoryError): one clear message
             raise UnsafeCheckpoint(f"checkpoint cannot be read: {path} ({type(exc).__name__}: {str(exc)[:160]})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy object arrays (.npy files holding pickled dicts, e.g. the FASS dataset's masks)
+
+
+class _PendingDtype(Stub):
+    """``numpy.dtype(...)`` as pickled: resolved after loading from its code and byte order only."""
+
+
+class _PendingArray(Stub):
+    """``numpy.core.multiarray._reconstruct(...)``: its BUILD state holds shape, dtype and bytes."""
+
+
+def _pending_array(*args: Any) -> _PendingArray:
+    return _PendingArray()
+
+
+def _pending_dtype(*args: Any) -> _PendingDtype:
+    return _PendingDtype(*args)
+
+
+def _resolve_dtype(pending: Any) -> "np.dtype":
+    import numpy as np
+
+    if not isinstance(pending, _PendingDtype) or not pending.args or not isinstance(pending.args[0], str):
+        raise UnsafeCheckpoint("array with an invalid dtype")
+    state = pending.state if isinstance(pending.state, tuple) else ()
+    if len(state) > 4 and (state[2] is not None or state[3] is not None):
+        raise UnsafeCheckpoint("structured or sub-array dtypes are not read")
+    try:
+        dtype = np.dtype(pending.args[0])
+    except TypeError as exc:
+        raise UnsafeCheckpoint(f"unknown dtype {pending.args[0]!r:.40}") from exc
+    if len(state) > 1 and state[1] in ("<", ">"):
+        dtype = dtype.newbyteorder(state[1])
+    return dtype
+
+
+def _resolve(value: Any, memo: dict[int, Any]) -> Any:
+    """Replace pending arrays and dtypes by real NumPy objects, refusing inconsistent ones."""
+    import numpy as np
+
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, _PendingArray):
+        state = value.state
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeCheckpoint("array without a valid state")
+        _, shape, dtype, fortran, raw = state
+        shape, dtype = _ints(shape, "shape"), _resolve_dtype(dtype)
+        if dtype.hasobject:
+            if not isinstance(raw, list) or len(raw) != math.prod(shape):
+                raise UnsafeCheckpoint("object array with the wrong number of items")
+            result = np.empty(math.prod(shape), dtype=object)
+            memo[id(value)] = result
+            for index, item in enumerate(raw):
+                result[index] = _resolve(item, memo)
+            return result.reshape(shape, order="F" if fortran else "C")
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * dtype.itemsize:
+            raise UnsafeCheckpoint(f"array of shape {shape} and dtype {dtype} does not match its data")
+        result = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+    elif isinstance(value, _PendingDtype):
+        result = _resolve_dtype(value)
+    elif isinstance(value, Stub):
+        raise UnsafeCheckpoint(f"array file holds a {value._ultrasam_name} object, which is not plain data")
+    elif isinstance(value, dict):
+        result = type(value)()
+        memo[id(value)] = result
+        for key, item in value.items():
+            result[_resolve(key, memo)] = _resolve(item, memo)
+        return result
+    elif isinstance(value, list):
+        result = []
+        memo[id(value)] = result
+        result.extend(_resolve(item, memo) for item in value)
+        return result
+    elif isinstance(value, tuple):
+        result = tuple(_resolve(item, memo) for item in value)
+    else:
+        result = value
+    memo[id(value)] = result
+    return result
+
+
+def _numpy_scalar(dtype: Any, raw: Any = b"") -> Any:
+    import numpy as np
+
+    dtype = _resolve_dtype(dtype)
+    if dtype.hasobject or not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
+        raise UnsafeCheckpoint("invalid NumPy scalar")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+_NUMPY_ALLOWED: dict[tuple[str, str], Any] = {
+    **{(module, "_reconstruct"): _Frozen("numpy _reconstruct", _pending_array)
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "scalar"): _Frozen("numpy scalar", _numpy_scalar)
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    ("numpy", "ndarray"): _Frozen("numpy.ndarray", _pending_array),
+    ("numpy", "dtype"): _Frozen("numpy.dtype", _pending_dtype),
+}
+
+
+class _NumpyUnpickler(_RestrictedUnpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_ALLOWED:
+            return _NUMPY_ALLOWED[(module, name)]
+        if (module, name) == ("collections", "OrderedDict"):
+            return _ALLOWED[(module, name)]
+        raise UnsafeCheckpoint(f"array file names {module}.{name}, which is not plain data")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpoint("array file with persistent references")
+
+
+def load_npy(path: str | Path) -> Any:
+    """A ``.npy`` file; object arrays (pickled) are read by the restricted unpickler, never ``pickle``.
+
+    Only NumPy arrays, scalars and plain containers are rebuilt; anything else is refused.
+    """
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _shape, _fortran, dtype = reader(handle)
+            if not dtype.hasobject:
+                return np.load(path, allow_pickle=False)
+            data = handle.read(MAX_PICKLE_BYTES + 1)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if len(data) > MAX_PICKLE_BYTES:
+        raise UnsafeCheckpoint(f"{path} holds more than {MAX_PICKLE_BYTES:,} bytes of pickled objects: refused")
+    try:
+        return _resolve(_NumpyUnpickler(data, _no_storages, allow_stubs=False).load(), {})
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise UnsafeCheckpoint(f"{path} cannot be read: {type(exc).__name__}: {str(exc)[:160]}") from exc
+
+
+def _no_storages(pid: tuple) -> _Storage:
+    raise UnsafeCheckpoint("array file with persistent references")

@@ -9,17 +9,19 @@ Raw layout (the Mendeley download and its inner zip extracted)::
 Each PNG is paired with the ``.npy`` of the same stem (as the released converter); the masks of
 ``structures`` (non-zero = inside) become ``artery``, ``liver``, ``stomach``, ``vein``, one
 instance per connected component. Structure names outside these four are reported, never
-dropped silently. The ``.npy`` files are pickles, loaded with ``allow_pickle=True``: convert
-only the published dataset. No patient id is kept (the file names do not state one reliably).
+dropped silently. The ``.npy`` files are pickles: they are read by
+:func:`ultrasam.safe_unpickle.load_npy`, which rebuilds arrays and plain containers only and
+refuses anything else, so a tampered file cannot run code. No patient id is kept (the file names do not state one reliably).
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from ultrasam.errors import CheckpointError
+from ultrasam.safe_unpickle import load_npy
 from ultrasam_training.data.convert.busi import natural_key
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.errors import DatasetError
@@ -43,9 +45,9 @@ def find_root(raw_dir: str | Path) -> Path:
 
 def _structures(path: Path) -> dict:
     try:
-        content = np.load(path, allow_pickle=True)
+        content = load_npy(path)  # pickled dicts, read by the restricted unpickler: no code runs
         data = content.item() if isinstance(content, np.ndarray) and content.shape == () else content
-    except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as exc:
+    except CheckpointError as exc:
         raise DatasetError(f"cannot read {path.name}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("structures"), dict):
         raise DatasetError(f"{path.name} holds no dict with a 'structures' dict")
