@@ -24,12 +24,21 @@ change a point's meaning.
 
 Both the label and the description are editable in Slicer's Markups module, in the control
 point table (double-click the cell), so a single point list can carry both kinds of click.
+
+**What the reader refuses** (a :class:`~ultrasam.errors.PromptError` naming the file and the field,
+never a Python ``TypeError``/``RecursionError``): fields of the wrong JSON type (``controlPoints``
+not a list of objects, ``position`` not a list of 3 finite numbers, ``coordinateUnits`` not a
+string, ...), JSON nested deeper than Python's recursion limit, files over
+:data:`MAX_MARKUPS_FILE_BYTES`, more than :data:`MAX_CONTROL_POINTS` control points, coordinates or
+ROI sizes beyond :data:`MAX_COORDINATE_MM`, and ROI orientations that are not orthonormal within
+:data:`ORTHONORMAL_TOLERANCE` (a skewed matrix describes no box).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +58,36 @@ NEGATIVE_DESCRIPTION_WORD = "negative"
 _FLIP = np.array([-1.0, -1.0, 1.0])  # LPS <-> RAS for positions
 _UNITS = {"mm": 1.0, "um": 1e-3}
 _SKIPPED_STATUS = ("undefined", "preview")
+
+MAX_CONTROL_POINTS = 10_000
+"""Control points per file, and per merged prompt set. Prompts are clicks: ten thousand is far
+beyond any click set, and it bounds the work (and the messages) a single file can cause."""
+
+MAX_MARKUPS_FILE_BYTES = 64 * 2**20
+"""Largest markups file read (64 MiB). Slicer writes ~0.5 kB per control point, so
+:data:`MAX_CONTROL_POINTS` points fit with room to spare."""
+
+MAX_COORDINATE_MM = 1e6
+"""Largest absolute coordinate, and largest ROI edge, accepted (1e6 mm = 1 km): beyond it a value
+is an error in the file, not anatomy; 1e300 would otherwise overflow the geometry downstream."""
+
+ORTHONORMAL_TOLERANCE = 1e-3
+"""Largest deviation of ``orientation.T @ orientation`` from the identity: Slicer writes rotation
+matrices to ~1e-16, so anything beyond 1e-3 is a skewed or scaled matrix, which describes no box."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 9, 4, 40, 40
+
+
+def _short(value: object) -> str:
+    """A bounded ``repr`` for messages: a 10^6-item list or 1000-deep nesting stays one short line."""
+    return _REPR.repr(value)
+
+
+def _kind_of(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def is_negative_point(label: str, description: str) -> bool:
@@ -123,107 +162,193 @@ class Markups:
         return np.array([0 if p.negative else 1 for p in self.points], dtype=np.int64)
 
     def __add__(self, other: "Markups") -> "Markups":
+        return Markups.combine([self, other])
+
+    @staticmethod
+    def combine(parts: Sequence["Markups"]) -> "Markups":
+        """All parts in order, points renumbered 1..N once (linear, however many parts)."""
+        every = [p for part in parts for p in part.points]
         points = tuple(
             MarkupPoint(p.position, p.label, p.description, p.selected, p.negative, p.list_name, n + 1)
-            for n, p in enumerate(self.points + other.points)
+            for n, p in enumerate(every)
         )
-        return Markups(points, self.rois + other.rois, self.sources + other.sources)
+        rois = tuple(r for part in parts for r in part.rois)
+        return Markups(points, rois, tuple(s for part in parts for s in part.sources))
 
 
-def _vector(value, what: str, path: Path, count: int = 3) -> np.ndarray:
+def _vector(value: object, what: str, path: Path, count: int = 3) -> np.ndarray:
+    """Exactly ``count`` finite JSON numbers (no strings, booleans, nulls or nested lists)."""
+    numbers = isinstance(value, list) and len(value) == count
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers:
+        raise PromptError(f"{path}: {what} must be a list of {count} numbers, got {_short(value)}")
     try:
-        array = np.asarray(value, dtype=float).reshape(count)
-    except (TypeError, ValueError) as exc:
-        raise PromptError(f"{path}: {what} must be {count} numbers, got {value!r}") from exc
+        array = np.array(value, dtype=float)
+    except OverflowError:  # an integer literal with hundreds of digits
+        array = np.full(count, np.inf)
     if not np.all(np.isfinite(array)):
-        raise PromptError(f"{path}: {what} contains non-finite values {value!r}")
+        raise PromptError(f"{path}: {what} contains non-finite values {_short(value)}")
     return array
 
 
+def _within_limit(array: np.ndarray, what: str, path: Path) -> np.ndarray:
+    """``array`` (mm) when every |value| is at most :data:`MAX_COORDINATE_MM`."""
+    if np.any(np.abs(array) > MAX_COORDINATE_MM):
+        raise PromptError(
+            f"{path}: {what} {_short(array.tolist())} exceeds the limit of {MAX_COORDINATE_MM:g} mm "
+            "in absolute value: no image is that large"
+        )
+    return array
+
+
+def _text(value: object, what: str, path: Path, default: str = "") -> str:
+    """A string field (numbers are accepted as text; null or absent gives ``default``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PromptError(f"{path}: {what} must be a string, got {_kind_of(value)} {_short(value)}")
+    return str(value)
+
+
+def _control_points(markup: dict, what: str, path: Path) -> list[dict]:
+    """The ``controlPoints`` list of a markup, each an object; at most :data:`MAX_CONTROL_POINTS`."""
+    value = markup.get("controlPoints")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(cp, dict) for cp in value):
+        raise PromptError(f"{path}: 'controlPoints' of {what} must be a list of objects, got {_kind_of(value)} {_short(value)}")
+    if len(value) > MAX_CONTROL_POINTS:
+        raise PromptError(
+            f"{path}: {what} has {len(value)} control points; at most {MAX_CONTROL_POINTS} are supported per file"
+        )
+    return value
+
+
+def _units_scale(markup: dict, name: str, path: Path) -> float:
+    """Millimetres per file unit, from ``coordinateUnits`` (a string, or a DICOM code ``[value, scheme, meaning]``)."""
+    units = markup.get("coordinateUnits", "mm")
+    if isinstance(units, list):
+        units = units[0] if units else "mm"
+    if not isinstance(units, str) or units not in _UNITS:
+        raise PromptError(f"{path}: unsupported coordinateUnits {_short(units)} in markup {name!r}; expected 'mm' or 'um'")
+    return _UNITS[units]
+
+
+def _parse_point(cp: dict, index: int, name: str, path: Path, scale: float, to_lps: np.ndarray, negative: bool,
+                 number: int) -> MarkupPoint | None:
+    """One control point of a point list; None when it is not placed yet."""
+    if _text(cp.get("positionStatus"), f"positionStatus of control point {index + 1} of {name!r}", path, "defined") in _SKIPPED_STATUS:
+        return None
+    label = _text(cp.get("label"), f"label of control point {index + 1} of {name!r}", path) or f"{name}-{index + 1}"
+    if "position" not in cp:
+        raise PromptError(f"{path}: control point {label!r} of {name!r} has no position")
+    description = _text(cp.get("description"), f"description of control point {label!r}", path)
+    what = f"position of control point {label!r}"
+    position = _within_limit(_vector(cp["position"], what, path) * scale, what, path) * to_lps
+    return MarkupPoint(
+        position=position,
+        label=label,
+        description=description,
+        selected=bool(cp.get("selected", True)),
+        negative=negative or is_negative_point(label, description),
+        list_name=name,
+        number=number,
+    )
+
+
+def _roi_axes(markup: dict, name: str, path: Path) -> np.ndarray:
+    """The ROI's 3x3 ``orientation`` (row-major, columns = axes), orthonormal within tolerance."""
+    value = markup.get("orientation")
+    if value is None:
+        return np.eye(3)
+    axes = _vector(value, f"ROI {name!r} orientation", path, 9).reshape(3, 3)
+    deviation = float(np.abs(axes.T @ axes - np.eye(3)).max())
+    if deviation > ORTHONORMAL_TOLERANCE:
+        raise PromptError(
+            f"{path}: ROI {name!r} orientation is not orthonormal: its columns (the ROI axes) depart from unit, "
+            f"perpendicular vectors by {deviation:.3g} (tolerance {ORTHONORMAL_TOLERANCE:g}); a skewed or scaled "
+            f"matrix describes no box: {_short(value)}"
+        )
+    return axes
+
+
+def _parse_roi(markup: dict, name: str, path: Path, scale: float, to_lps: np.ndarray) -> MarkupRoi:
+    if markup.get("insideOut", False):
+        raise PromptError(f"{path}: ROI {name!r} is inside-out (it selects everything outside the box); it cannot be a box prompt")
+    if "center" in markup and "size" in markup:
+        center = _vector(markup["center"], f"ROI {name!r} center", path)
+        size = _vector(markup["size"], f"ROI {name!r} size", path)
+    else:  # bounding-box ROI saved without its derived centre/size: rebuild from the points
+        cps = [cp for cp in _control_points(markup, f"ROI {name!r}", path) if "position" in cp]
+        if len(cps) < 2:
+            raise PromptError(f"{path}: ROI {name!r} has neither center/size nor two control points")
+        coords = np.array([_vector(cp["position"], f"ROI {name!r} control point position", path) for cp in cps])
+        center, size = (coords.min(0) + coords.max(0)) / 2, coords.max(0) - coords.min(0)
+    if np.any(size < 0):
+        raise PromptError(f"{path}: ROI {name!r} has a negative size {tuple(size)}")
+    center = _within_limit(center * scale, f"ROI {name!r} center", path)
+    size = _within_limit(size * scale, f"ROI {name!r} size", path)
+    axes_lps = to_lps[:, None] * _roi_axes(markup, name, path)
+    axes_lps = axes_lps / np.linalg.norm(axes_lps, axis=0)  # exact unit axes (within tolerance already)
+    return MarkupRoi(center=center * to_lps, axes=axes_lps, size=size, name=name or "ROI")
+
+
 def _parse_markup(markup: dict, path: Path, negative: bool, first_number: int):
-    kind = markup.get("type")
-    name = str(markup.get("name", "") or kind or "")
-    system = str(markup.get("coordinateSystem", "LPS"))
+    raw_kind = markup.get("type")
+    kind = raw_kind if isinstance(raw_kind, str) else None
+    name = _text(markup.get("name"), "name of a markup", path) or kind or ""
+    system = _text(markup.get("coordinateSystem"), f"coordinateSystem of markup {name!r}", path, "LPS")
     if system.upper() not in ("LPS", "RAS"):
         raise PromptError(f"{path}: unknown coordinateSystem {system!r} in markup {name!r}; expected 'LPS' or 'RAS'")
     to_lps = _FLIP if system.upper() == "RAS" else np.ones(3)
-    units = markup.get("coordinateUnits", "mm")
-    if isinstance(units, list):  # DICOM-style code [value, scheme, meaning]
-        units = units[0] if units else "mm"
-    if units not in _UNITS:
-        raise PromptError(f"{path}: unsupported coordinateUnits {units!r} in markup {name!r}; expected 'mm' or 'um'")
-    scale = _UNITS[units]
+    scale = _units_scale(markup, name, path)
 
     if kind == "Fiducial":
         points = []
-        for index, cp in enumerate(markup.get("controlPoints", []) or []):
-            if str(cp.get("positionStatus", "defined")) in _SKIPPED_STATUS:
-                continue
-            label = str(cp.get("label", "") or f"{name}-{index + 1}")
-            if "position" not in cp:
-                raise PromptError(f"{path}: control point {label!r} of {name!r} has no position")
-            description = str(cp.get("description", "") or "")
-            position = _vector(cp["position"], f"position of control point {label!r}", path) * scale * to_lps
-            points.append(
-                MarkupPoint(
-                    position=position,
-                    label=label,
-                    description=description,
-                    selected=bool(cp.get("selected", True)),
-                    negative=negative or is_negative_point(label, description),
-                    list_name=name,
-                    number=first_number + len(points),
-                )
-            )
+        for index, cp in enumerate(_control_points(markup, f"point list {name!r}", path)):
+            point = _parse_point(cp, index, name, path, scale, to_lps, negative, first_number + len(points))
+            if point is not None:
+                points.append(point)
         return points, []
-
     if kind == "ROI":
-        if markup.get("insideOut", False):
-            raise PromptError(f"{path}: ROI {name!r} is inside-out (it selects everything outside the box); it cannot be a box prompt")
-        if "center" in markup and "size" in markup:
-            center = _vector(markup["center"], f"ROI {name!r} center", path)
-            size = _vector(markup["size"], f"ROI {name!r} size", path)
-        else:  # bounding-box ROI saved without its derived centre/size: rebuild from the points
-            cps = [cp for cp in markup.get("controlPoints", []) or [] if "position" in cp]
-            if len(cps) < 2:
-                raise PromptError(f"{path}: ROI {name!r} has neither center/size nor two control points")
-            coords = np.array([_vector(cp["position"], "ROI control point", path) for cp in cps])
-            center, size = (coords.min(0) + coords.max(0)) / 2, coords.max(0) - coords.min(0)
-        orientation = _vector(markup.get("orientation", np.eye(3).ravel()), f"ROI {name!r} orientation", path, 9)
-        axes = orientation.reshape(3, 3)  # row-major; columns are the ROI axes in file coordinates
-        if np.any(size < 0):
-            raise PromptError(f"{path}: ROI {name!r} has a negative size {tuple(size)}")
-        axes_lps = to_lps[:, None] * axes
-        norms = np.linalg.norm(axes_lps, axis=0)
-        if np.any(norms < 1e-9):
-            raise PromptError(f"{path}: ROI {name!r} orientation has a zero axis")
-        roi = MarkupRoi(center=center * scale * to_lps, axes=axes_lps / norms, size=size * scale, name=name or "ROI")
-        return [], [roi]
-
+        return [], [_parse_roi(markup, name, path, scale, to_lps)]
     raise PromptError(
-        f"{path}: markup {name!r} has type {kind!r}; only point lists ('Fiducial') and 'ROI' can be prompts"
+        f"{path}: markup {name!r} has type {_short(raw_kind)}; only point lists ('Fiducial') and 'ROI' can be prompts"
     )
+
+
+def _load_document(path: Path) -> dict:
+    """The parsed JSON of a markups file, with every way it can be unreadable as a PromptError."""
+    if not path.is_file():
+        raise PromptError(f"markups file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_MARKUPS_FILE_BYTES:
+        raise PromptError(f"{path} is {size:,} bytes; the limit is {MAX_MARKUPS_FILE_BYTES:,} bytes for a markups file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as exc:
+        raise PromptError(f"{path} is not a valid markups JSON file: nested too deeply") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or a 5000-digit integer
+        raise PromptError(f"{path} is not a valid markups JSON file: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("markups"), list):
+        raise PromptError(f"{path} is not a Slicer markups file: no 'markups' list")
+    return document
 
 
 def read_markups(path: str | Path, negative: bool = False) -> Markups:
     """Read a Slicer ``.mrk.json``; ``negative=True`` makes every point in it a negative click."""
     path = Path(path)
-    if not path.is_file():
-        raise PromptError(f"markups file not found: {path}")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PromptError(f"{path} is not a valid markups JSON file: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("markups"), list):
-        raise PromptError(f"{path} is not a Slicer markups file: no 'markups' list")
+    document = _load_document(path)
     points: list[MarkupPoint] = []
     rois: list[MarkupRoi] = []
     for markup in document["markups"]:
         if not isinstance(markup, dict):
-            raise PromptError(f"{path}: each entry of 'markups' must be an object")
+            raise PromptError(f"{path}: each entry of 'markups' must be an object, got {_kind_of(markup)} {_short(markup)}")
         new_points, new_rois = _parse_markup(markup, path, negative, len(points) + 1)
         points += new_points
         rois += new_rois
+        if len(points) > MAX_CONTROL_POINTS:
+            raise PromptError(f"{path} has more than {MAX_CONTROL_POINTS} control points, the limit per file")
     if not points and not rois:
         raise PromptError(f"{path} contains no placed control points and no ROI: nothing to prompt with")
     return Markups(tuple(points), tuple(rois), (path,))
@@ -231,14 +356,16 @@ def read_markups(path: str | Path, negative: bool = False) -> Markups:
 
 def read_prompt_files(positive: Iterable[str | Path] = (), negative: Iterable[str | Path] = ()) -> Markups:
     """Merge several markups files; every point of a ``negative`` file is negative."""
-    merged = Markups()
-    for path in positive:
-        merged = merged + read_markups(path)
-    for path in negative:
-        merged = merged + read_markups(path, negative=True)
-    if not merged.points and not merged.rois:
+    parts = [read_markups(path) for path in positive] + [read_markups(path, negative=True) for path in negative]
+    if not parts:
         raise PromptError("no markups files given")
-    return merged
+    total = sum(len(part.points) for part in parts)
+    if total > MAX_CONTROL_POINTS:
+        raise PromptError(
+            f"{', '.join(str(s) for part in parts for s in part.sources)}: {total} control points in all; "
+            f"at most {MAX_CONTROL_POINTS} are supported"
+        )
+    return Markups.combine(parts)
 
 
 def _number(value: float) -> float:

@@ -21,7 +21,16 @@ continuous slice coordinate ``s`` (half a voxel either side of its centre plane)
   axis this is the projection of its 8 corners on every slice it spans. A flat ROI (zero
   thickness, as drawn on a 2D image) belongs to the one slab holding it. Slices where the cut
   is less than one pixel wide or misses the image are skipped; if none remains the ROI is an
-  error (empty intersection, or degenerate box).
+  error (empty intersection, or degenerate box). Only the slices of the stack are visited, however
+  far the ROI reaches beyond them.
+
+Limits (every path to the model goes through them: :class:`FramePrompts`, and
+:meth:`ultrasam.predictor.Predictor.predict` via :func:`check_point_values` / :func:`check_box_values`):
+
+* :data:`MAX_POINTS_PER_FRAME` clicks per frame: the decoder attends over every point token, so
+  its memory grows with the point count (10 000 points asked for 3.2 GB);
+* coordinates must be finite: ``inf`` or ``NaN`` names no pixel, and clipping an infinite box to
+  the image would silently turn it into "the whole image".
 """
 
 from __future__ import annotations
@@ -38,9 +47,40 @@ from ultrasam.markups import MarkupPoint, MarkupRoi, Markups
 MIN_BOX_SIDE = 1.0
 """A box narrower or lower than one pixel carries no shape: it is degenerate."""
 
+MAX_POINTS_PER_FRAME = 1000
+"""Most clicks one frame (one decoder call) takes. SAM's decoder has no fixed token count, but its
+attention grows with the points: the token self-attention alone is 8 heads x N^2 floats, 3.2 GB at
+10 000 points; at 1000 a decoder pass took ~0.3 GB and ~8 s on a CPU (measured). Real prompt sets
+are a handful of clicks."""
+
 _EPS = 1e-9
 # The 12 edges of a box whose corner n has bit a set when it is on the + side of axis a.
 _EDGES = [(n, n | (1 << a)) for n in range(8) for a in range(3) if not n & (1 << a)]
+
+
+def check_point_count(count: int, where: str) -> None:
+    """Refuse more than :data:`MAX_POINTS_PER_FRAME` points before anything allocates for them."""
+    if count > MAX_POINTS_PER_FRAME:
+        raise PromptError(
+            f"{count} points on {where}: at most {MAX_POINTS_PER_FRAME} points per frame are supported "
+            "(the decoder's memory grows with every point)"
+        )
+
+
+def check_point_values(points: np.ndarray, names: tuple[str, ...] = (), where: str = "") -> None:
+    """Refuse non-finite ``(N, 2)`` points, naming the first one; ``points`` is only read."""
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        n = int(np.argmax(bad))
+        name = names[n] if n < len(names) else f"point {n + 1}"
+        x, y = points[n]
+        raise PromptError(f"{name}{where} ({x:g}, {y:g}) has non-finite coordinates: points must be finite pixels")
+
+
+def check_box_values(box: np.ndarray, name: str = "box") -> None:
+    """Refuse a box with a non-finite edge (an infinite box would otherwise clip to the image)."""
+    if not np.isfinite(box).all():
+        raise PromptError(f"{name} {np.round(box, 2).tolist()} has non-finite coordinates: box edges must be finite pixels")
 
 
 @dataclass
@@ -60,8 +100,11 @@ class FramePrompts:
             raise PromptError(f"{len(self.points)} points but {len(self.labels)} labels on frame {self.index}")
         if not np.isin(self.labels, (0, 1)).all():
             raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {self.labels.tolist()}")
+        check_point_count(len(self.points), f"frame {self.index}")
+        check_point_values(self.points, self.names)
         if self.box is not None:
             self.box = np.asarray(self.box, dtype=float).reshape(4)
+            check_box_values(self.box)
 
     @property
     def is_empty(self) -> bool:
@@ -110,9 +153,15 @@ class FramePrompts:
 def check_on_frame(prompts: FramePrompts, frame_shape: tuple[int, int], where: str = "") -> FramePrompts:
     """Validate pixel prompts against an image of ``(H, W)``: points on it, box non-degenerate.
 
-    The box is clipped to the image; a box entirely off the image is an error.
+    The box is clipped to the image; a box entirely off the image is an error. The clipped box is a
+    new array bound to ``prompts.box`` (callers use the returned prompts); arrays the caller passed
+    in are never written to.
     """
     height, width = frame_shape
+    where = f" on {where.strip()}" if where.strip() else ""
+    check_point_values(prompts.points, prompts.names, where)
+    if prompts.box is not None:
+        check_box_values(prompts.box, f"box{where}")
     for n, (x, y) in enumerate(prompts.points):
         if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
             name = prompts.names[n] if n < len(prompts.names) else f"point {n + 1}"
@@ -141,28 +190,48 @@ def _slab_of(s: float) -> int:
 
 
 def points_to_frames(stack: FrameStack, points: tuple[MarkupPoint, ...]) -> dict[int, FramePrompts]:
-    """Assign physical points to the frames whose slab holds them (errors for any point off)."""
-    out: dict[int, FramePrompts] = {}
+    """Assign physical points to the frames whose slab holds them (errors for any point off).
+
+    Points are grouped per frame first and each frame's prompts built once: linear in the points.
+    """
     if not points:
-        return out
+        return {}
     xys = stack.physical_to_slice(np.stack([p.position for p in points]), "lps")
+    slabs = np.floor(xys[:, 2] + 0.5)
+    _check_points_on_stack(stack, points, xys, slabs)
+    order = np.argsort(slabs, kind="stable")  # keeps the file order within a frame
+    frames, starts, counts = np.unique(slabs[order], return_index=True, return_counts=True)
+    for n, count in zip(frames, counts):
+        check_point_count(int(count), f"{stack.axis} slice {int(n)}")
+    out: dict[int, FramePrompts] = {}
+    for n, start, count in zip(frames, starts, counts):
+        members = order[start:start + count]
+        labels = [0 if points[m].negative else 1 for m in members]
+        names = tuple(points[m].describe() for m in members)
+        out[int(n)] = FramePrompts(int(n), xys[members, :2], labels, None, names)
+    return out
+
+
+def _check_points_on_stack(stack: FrameStack, points: tuple[MarkupPoint, ...], xys: np.ndarray, slabs: np.ndarray) -> None:
+    """Name the first point (in file order) outside every slab or off the image of its slice."""
     height, width = stack.frame_shape
     last = len(stack) - 1
-    for point, (x, y, s) in zip(points, xys):
-        n = _slab_of(s)
-        if not 0 <= n <= last:
-            raise PromptError(
-                f"{point.describe()} lies at {stack.axis} slice {s:.1f}, outside 0..{last} "
-                f"(it needs a slice in {-0.5}..{last + 0.5})"
-            )
-        if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
-            raise PromptError(
-                f"{point.describe()} lies at pixel ({x:.1f}, {y:.1f}) of {stack.axis} slice {n}, outside the "
-                f"{width}x{height} image (x in -0.5..{width - 0.5}, y in -0.5..{height - 0.5})"
-            )
-        new = FramePrompts(n, [[x, y]], [0 if point.negative else 1], None, (point.describe(),))
-        out[n] = out[n].merged(new) if n in out else new
-    return out
+    x, y = xys[:, 0], xys[:, 1]
+    off_stack = ~((slabs >= 0) & (slabs <= last))
+    off_image = ~((-0.5 <= x) & (x <= width - 0.5) & (-0.5 <= y) & (y <= height - 0.5))
+    bad = off_stack | off_image
+    if not bad.any():
+        return
+    m = int(np.argmax(bad))
+    if off_stack[m]:
+        raise PromptError(
+            f"{points[m].describe()} lies at {stack.axis} slice {xys[m, 2]:.1f}, outside 0..{last} "
+            f"(it needs a slice in {-0.5}..{last + 0.5})"
+        )
+    raise PromptError(
+        f"{points[m].describe()} lies at pixel ({x[m]:.1f}, {y[m]:.1f}) of {stack.axis} slice {int(slabs[m])}, outside the "
+        f"{width}x{height} image (x in -0.5..{width - 0.5}, y in -0.5..{height - 0.5})"
+    )
 
 
 def _section_bounds(xys: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
@@ -182,17 +251,26 @@ def _section_bounds(xys: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
+def _crossed_slices(s_min: float, s_max: float, last: int, flat: bool) -> list[int]:
+    """Slices ``0..last`` whose slab the span ``s_min..s_max`` crosses. The span is first cut to the
+    stack, so an ROI reaching 1e300 slices away costs no more than one inside the volume."""
+    if flat:
+        n = _slab_of(s_min)
+        return [n] if 0 <= n <= last else []
+    first = max(0, _slab_of(max(s_min, -1.0)))
+    stop = min(last, _slab_of(min(s_max, last + 1.0)))
+    return [n for n in range(first, stop + 1) if max(s_min, n - 0.5) < min(s_max, n + 0.5)]
+
+
 def roi_to_boxes(stack: FrameStack, roi: MarkupRoi) -> dict[int, np.ndarray]:
     """Boxes ``{frame index: [x0, y0, x1, y1]}`` of an ROI on every frame it crosses."""
     xys = stack.physical_to_slice(roi.corners("lps"), "lps")
+    if not np.isfinite(xys).all():
+        raise PromptError(f"{roi.describe()} has no finite position on the {stack.axis} slices")
     s_min, s_max = float(xys[:, 2].min()), float(xys[:, 2].max())
     last = len(stack) - 1
     flat = s_max - s_min < 1e-6
-    if flat:
-        candidates = [_slab_of(s_min)]
-    else:
-        candidates = [n for n in range(_slab_of(s_min), _slab_of(s_max) + 1) if max(s_min, n - 0.5) < min(s_max, n + 0.5)]
-    slices = [n for n in candidates if 0 <= n <= last]
+    slices = _crossed_slices(s_min, s_max, last, flat)
     if not slices:
         raise PromptError(
             f"{roi.describe()} lies at {stack.axis} slices {s_min:.1f}..{s_max:.1f}, outside 0..{last} "
