@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``Permission denied: /data/out.png`` rather than Python's ``[Errno 13] ...: '/data/out.png'``."""
+    if not exc.strerror:
+        return str(exc)
+    names = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name)
+    return f"{exc.strerror}: {names}" if names else exc.strerror
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UltraSamError as exc:
         print(f"ultrasam {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a folder gone read-only mid-run: one line, not a traceback
+        print(f"ultrasam {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ itself writes them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ultrasam.atomic import atomic_write, write_text_atomic
+from ultrasam.atomic import UnwritableOutputError, atomic_write, probe_writable, refuse_existing, write_text_atomic
 from ultrasam.errors import ImageError
 from ultrasam.volume import Volume
 
@@ -38,13 +39,86 @@ DEFAULT_COLORS = (
 )
 
 
-def check_writable(paths: Iterable[str | Path | None], overwrite: bool = False) -> None:
-    """Fail early, before any work, if an output exists and ``overwrite`` is False (``None`` skipped)."""
-    from ultrasam.atomic import refuse_existing
+VOLUME_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii", ".nii.gz", ".mha")
+# Formats whose writer adds a second, separately named data file, which an atomic rename cannot move.
+DETACHED_SUFFIXES = (".mhd", ".nhdr", ".hdr", ".img")
 
-    for path in paths:
-        if path is not None and Path(path).exists() and not overwrite:
-            refuse_existing(Path(path))
+PathArg = str | Path | None
+NamedPaths = Mapping[str, PathArg] | Iterable[PathArg]
+
+
+def _labelled(paths: NamedPaths, default: str) -> list[tuple[str, Path]]:
+    """``(label, path)`` pairs for messages; ``None`` entries skipped, bare paths labelled ``default``."""
+    pairs = paths.items() if isinstance(paths, Mapping) else ((default, p) for p in paths)
+    return [(label, Path(path)) for label, path in pairs if path is not None]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two spellings name one file: same resolved path, or (both existing) the same inode."""
+    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_distinct(outputs: list[tuple[str, Path]], inputs: list[tuple[str, Path]]) -> None:
+    """Two outputs on one path would leave only the last written; an output on an input destroys it."""
+    for n, (label, path) in enumerate(outputs):
+        for other_label, other in outputs[n + 1 :]:
+            if _same_file(path, other):
+                raise UnwritableOutputError(
+                    f"{label} {path} and {other_label} {other} are the same file: give each output its own name"
+                )
+        for input_label, source in inputs:
+            if _same_file(path, source):
+                raise UnwritableOutputError(f"{label} {path} is {input_label}: writing it would destroy the input")
+
+
+def _check_one(label: str, path: Path, overwrite: bool) -> None:
+    """One output: not a folder, not existing unless ``overwrite``, and really writable where it goes."""
+    if path.is_dir():
+        raise UnwritableOutputError(f"{label} {path} is a folder: give a file name")
+    if path.exists() and not overwrite:
+        refuse_existing(path)
+    try:
+        probe_writable(path)
+    except UnwritableOutputError as exc:
+        raise UnwritableOutputError(f"{label}: {exc}") from None
+
+
+def check_writable(paths: NamedPaths, overwrite: bool = False, inputs: NamedPaths = ()) -> None:
+    """Fail before any work (minutes of inference) if the outputs cannot all be written as asked.
+
+    ``paths``: output paths, or ``{label: path}`` so messages name the option (``None`` skipped).
+    Refused: two outputs on one file, an output on one of ``inputs``, an output that is a folder,
+    an existing file without ``overwrite`` (:class:`OutputExistsError`), and a folder that cannot
+    be created or written, proven by creating and removing a file there (:class:`UnwritableOutputError`).
+    """
+    outputs = _labelled(paths, "output")
+    _check_distinct(outputs, _labelled(inputs, "an input"))
+    for label, path in outputs:
+        _check_one(label, path, overwrite)
+
+
+def check_mask_suffix(path: str | Path, one_frame: bool) -> None:
+    """Refuse up front a mask file name no writer handles, or a PNG asked to hold several frames."""
+    name = Path(path).name.lower()
+    if name.endswith(".png"):
+        if not one_frame:
+            raise ImageError(f"{Path(path).name}: a PNG holds one frame; write several frames to .seg.nrrd or .nrrd")
+        return
+    if not name.endswith(VOLUME_SUFFIXES):
+        raise ImageError(
+            f"cannot write masks to {Path(path).name}: use .png (one frame), .seg.nrrd, .nrrd, .nii(.gz) or .mha"
+        )
+
+
+def _check_single_file_format(path: Path) -> None:
+    """A detached header's data file would keep its temporary name and outlive the atomic rename."""
+    if path.name.lower().endswith(DETACHED_SUFFIXES):
+        raise ImageError(f"cannot write {path.name}: that format writes a second data file; use .nrrd, .nii(.gz) or .mha")
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,6 +240,7 @@ def write_labelmap(
     path: str | Path, volume: Volume, labels: np.ndarray, overwrite: bool = False, compress: bool = True
 ) -> Path:
     """A labelmap on ``volume``'s grid as NRRD, NIfTI or MHA (format from the extension)."""
+    _check_single_file_format(Path(path))
     labels = np.asarray(labels)
     if labels.shape != volume.array.shape[:3]:
         raise ImageError(f"labelmap shape {labels.shape} does not match the volume grid {volume.array.shape[:3]}")
@@ -217,13 +292,13 @@ def write_frame_masks(
     """Per-frame masks of a :class:`ultrasam.frames.FrameStack` as one file on the volume's grid.
 
     ``.seg.nrrd`` → a Slicer segmentation with one segment ``name``; ``.nrrd``, ``.nii``,
-    ``.nii.gz``, ``.mha``, ``.mhd`` → a 0/1 labelmap. Frames without a mask are 0.
+    ``.nii.gz``, ``.mha`` → a 0/1 labelmap. Frames without a mask are 0.
     """
     path = Path(path)
     labels = stack.to_volume_array({n: np.asarray(m, dtype=bool) for n, m in masks.items()}, dtype=np.uint8)
     if path.name.lower().endswith(".seg.nrrd"):
         return write_seg_nrrd(path, stack.volume, [Segment(name, labels.astype(bool))], overwrite=overwrite)
-    if not path.name.lower().endswith((".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")):
+    if not path.name.lower().endswith(VOLUME_SUFFIXES):
         raise ImageError(f"cannot write a mask volume to {path.name}: use .seg.nrrd, .nrrd, .nii(.gz) or .mha")
     return write_labelmap(path, stack.volume, labels, overwrite=overwrite)
 

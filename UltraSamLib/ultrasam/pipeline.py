@@ -128,16 +128,32 @@ def save(
     prompts: Mapping[int, FramePrompts] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write the masks: ``.seg.nrrd`` / labelmap on the volume grid, or a PNG for a single frame."""
-    from ultrasam import outputs
-    from ultrasam.errors import ImageError
+    """Write the masks: ``.seg.nrrd`` / labelmap on the volume grid, or a PNG for a single frame.
 
-    outputs.check_writable([path, overlay, rle], overwrite=overwrite)
-    masks = {n: r.mask for n, r in results.items()}
+    The files are one result: all are checked before anything is written, and if a later one
+    fails, the earlier ones are removed (or restored, with ``overwrite``), never left half done.
+    """
+    from ultrasam import outputs
+    from ultrasam.atomic import all_or_nothing
+
+    outputs.check_writable({"mask": path, "overlay": overlay, "rle": rle}, overwrite=overwrite)
     path = Path(path)
+    outputs.check_mask_suffix(path, one_frame=len(results) == 1)
+    masks = {n: r.mask for n, r in results.items()}
+    with all_or_nothing([path, overlay, rle]):
+        _write_masks(path, stack, masks, overlay, segment_name, prompts, overwrite)
+        if rle:
+            scores = {n: r.score for n, r in results.items()}
+            outputs.write_coco_rle(rle, masks, scores=scores, image_name=path.name, overwrite=overwrite)
+    return path
+
+
+def _write_masks(path: Path, stack: FrameStack, masks: Mapping[int, np.ndarray], overlay, segment_name: str,
+                 prompts: Mapping[int, FramePrompts] | None, overwrite: bool) -> None:
+    """The mask file and its QC picture: an overlay for one PNG frame, a montage otherwise."""
+    from ultrasam import outputs
+
     if path.suffix.lower() == ".png":
-        if len(masks) != 1:
-            raise ImageError(f"a PNG holds one frame, but {len(masks)} frames were segmented: use .seg.nrrd or .nrrd")
         (index, mask), = masks.items()
         outputs.write_mask_png(path, mask, overwrite=overwrite)
         if overlay:
@@ -146,9 +162,6 @@ def save(
         outputs.write_frame_masks(path, stack, masks, overwrite=overwrite, name=segment_name)
         if overlay:
             outputs.write_montage_png(overlay, stack, masks, prompts, overwrite=overwrite, prompted=sorted(prompts or ()))
-    if rle:
-        outputs.write_coco_rle(rle, masks, scores={n: r.score for n, r in results.items()}, image_name=path.name, overwrite=overwrite)
-    return path
 
 
 __all__ = ["load", "prompts", "segment", "save"]

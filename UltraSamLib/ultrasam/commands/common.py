@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -36,6 +37,17 @@ def add_output_options(parser: argparse.ArgumentParser, out_help: str) -> None:
     group.add_argument("--overlay", type=Path, help="QC overlay PNG (a montage for several frames)")
     group.add_argument("--rle", type=Path, help="also write the masks as COCO RLE JSON")
     group.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def check_outputs(args: argparse.Namespace, inputs: Iterable[Path | None], one_frame: bool) -> None:
+    """Check every output before anything is loaded: a bad path must fail in a second, not after
+    minutes of inference, and never leave one output written without the others. ``one_frame``:
+    whether a PNG mask can be allowed yet (commands recheck once they know the frame count)."""
+    from ultrasam import outputs
+
+    named = {"--out": args.out, "--overlay": args.overlay, "--rle": args.rle}
+    outputs.check_writable(named, overwrite=args.overwrite, inputs=[*inputs, args.checkpoint])
+    outputs.check_mask_suffix(args.out, one_frame=one_frame)
 
 
 def load_model_from_args(args: argparse.Namespace):

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ultrasam.commands.common import add_model_options, add_output_options, add_propagation_options, make_predictor
+from ultrasam.commands.common import (
+    add_model_options,
+    add_output_options,
+    add_propagation_options,
+    check_outputs,
+    make_predictor,
+)
 from ultrasam.errors import PromptError, UltraSamError
 
 log = logging.getLogger(__name__)
@@ -58,12 +64,13 @@ def pixel_prompt_from_args(args: argparse.Namespace, frame_shape: tuple[int, int
 def run(args: argparse.Namespace) -> int:
     from ultrasam import outputs, pipeline
 
-    outputs.check_writable([args.out, args.overlay, args.rle], overwrite=args.overwrite)
+    check_outputs(args, [args.image], one_frame=True)
     stack = pipeline.load(args.image, axis="axial")
     if not 0 <= args.frame < len(stack):
         raise PromptError(f"--frame {args.frame} is outside the file's frames 0..{len(stack) - 1}")
     if args.propagate and len(stack) == 1:
         raise UltraSamError(f"{args.image} has a single frame: nothing to propagate to")
+    outputs.check_mask_suffix(args.out, one_frame=not args.propagate)  # before the model
     prompt = pixel_prompt_from_args(args, stack.frame_shape, args.frame)
     if prompt is None:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1, --point X Y or --negative X Y")
@@ -73,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         min_score=args.min_score, use_logits=args.use_logits, progress=args.propagate,
     )
     out = args.out
-    if out.suffix.lower() == ".png" and len(results) > 1:
-        raise UltraSamError("a PNG holds one frame: write propagated cine masks to .seg.nrrd or .nrrd")
     pipeline.save(out, stack, results, overlay=args.overlay, rle=args.rle, prompts=prompts, overwrite=args.overwrite)
     for index, result in results.items():
         log.info("frame %d: %d pixels, predicted IoU %.3f", index, result.mask.sum(), result.score)

@@ -16,7 +16,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from ultrasam.commands.common import add_model_options, add_output_options, add_propagation_options, make_predictor
+from ultrasam.commands.common import (
+    add_model_options,
+    add_output_options,
+    add_propagation_options,
+    check_outputs,
+    make_predictor,
+)
 from ultrasam.commands.segment import add_pixel_prompt_options, pixel_prompt_from_args
 from ultrasam.errors import PromptError
 
@@ -48,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ultrasam import outputs, pipeline
 
-    outputs.check_writable([args.out, args.overlay, args.rle], overwrite=args.overwrite)
+    inputs = [args.volume, *args.markups, *args.negative_markups, *args.roi]
+    check_outputs(args, inputs, one_frame=True)
     stack = pipeline.load(args.volume, axis=args.axis)
     pixel = {}
     if args.slice:
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = pipeline.prompts(stack, markups=[*args.markups, *args.roi], negative_markups=args.negative_markups, pixel=pixel)
     if not prompts:
         raise PromptError("no prompts: give --markups/--roi files or --slice K with pixel prompts")
+    outputs.check_mask_suffix(args.out, one_frame=not args.propagate and len(prompts) == 1)  # before the model
     log.info("prompted %s slices: %s", stack.axis, sorted(prompts))
     results = pipeline.segment(
         stack, prompts, make_predictor(args), propagate=args.propagate,
