@@ -146,3 +146,19 @@ def test_sam_layout_roundtrip_loads_as_sam_family(tmp_path, tiny_checkpoint):
     model = load_model(path, fast=False)
     assert model.spec.family == "sam_vit_custom"  # width 64 is no official SAM size
     assert load_model(path, family="ultrasam", fast=False).spec.family == "ultrasam"
+
+
+def test_exported_ultrasam_reopens_with_its_own_recipe(tmp_path, tiny_checkpoint, golden):
+    """The family travels in the safetensors header: an exported UltraSam is not mistaken for SAM."""
+    pytest.importorskip("ultrasam_training")
+    from ultrasam.keymap import ultrasam_to_sam
+    from ultrasam_training.train.export import save_state_dict
+
+    original = load_model(tiny_checkpoint, fast=False)
+    out = save_state_dict(ultrasam_to_sam(load_state_dict(tiny_checkpoint)), tmp_path / "tiny.safetensors",
+                          family="ultrasam")
+    reopened = load_model(out, fast=False)
+    assert reopened.spec == original.spec and reopened.spec.family == "ultrasam"
+    for key, tensor in original.sam.state_dict().items():
+        assert torch.equal(reopened.sam.state_dict()[key], tensor), key
+    assert load_model(out, family="sam_vit_b", fast=False).spec.family == "sam_vit_b"  # an explicit family wins

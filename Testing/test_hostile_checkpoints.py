@@ -376,6 +376,7 @@ def test_evaluate_and_test_refuse_hostile_checkpoints(tmp_path, capsys, hostile_
         code, err = _cli(["evaluate", "--checkpoint", files[name], "--shared-data", data_dir, "--splits-dir", splits,
                           "--limit", 1, "--out", out], capsys)
         _assert_clean(code, err, marker)
+        assert not out.exists() or not any(out.iterdir())
         code, err = _cli(["test", "smoke", "--checkpoint", files[name], "--max-images", 1, "--out", tmp_path / f"t_{name}",
                           "--cfg-options", f"evaluation.shared_data_root={data_dir}", f"evaluation.splits_root={splits}"],
                          capsys)
