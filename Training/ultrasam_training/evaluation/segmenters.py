@@ -125,7 +125,7 @@ def load_segmenter(
     *,
     family: str | None = None,
     refine: bool | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     name: str | None = None,
 ) -> Segmenter:
     """A segmenter from a model object, a baseline name, a weights name or a checkpoint path.
@@ -140,21 +140,14 @@ def load_segmenter(
             return model_or_checkpoint
         raise EvaluationError(f"cannot evaluate a {type(model_or_checkpoint).__name__}")
     from ultrasam import weights
-    from ultrasam.models import load_model
+    from ultrasam.models import open_model
 
     text = str(model_or_checkpoint)
     if text in _BASELINE_CLASSES:
         return _BASELINE_CLASSES[text]()
     path = Path(text).expanduser()
-    if path.is_file():
-        from ultrasam_training.train.export import load_trained_model  # also mmengine iter_N.pth files
-
-        model = load_trained_model(path, family=family, device=device)
-        return ModelSegmenter(model, name=name or path.stem, refine=refine)
-    try:
-        entry = weights.get_entry(text)
-    except weights.WeightsError:
+    if not path.is_file() and text not in {e.name for e in weights.list_weights()}:
         known = ", ".join(BASELINES + tuple(e.name for e in weights.list_weights()))
-        raise EvaluationError(f"{text!r} is neither a checkpoint file nor a known model; known models: {known}") from None
-    model = load_model(weights.fetch(text), family=family or entry.family, device=device)
-    return ModelSegmenter(model, name=name or text, refine=refine)
+        raise EvaluationError(f"{text!r} is neither a checkpoint file nor a known model; known models: {known}")
+    model = open_model(text, family=family, device=device)  # files include mmengine iter_N.pth
+    return ModelSegmenter(model, name=name or (path.stem if path.is_file() else text), refine=refine)

@@ -77,12 +77,12 @@ def build_embedding_cache(
     ``load_rgb`` turns a path into the ``H×W×3`` uint8 image the model sees before resizing
     (the dataset's own reader, so cached and uncached training see the same pixels).
     """
-    from ultrasam.models import load_model
-    from ultrasam_training.train.model import encoder_digest, resolve_checkpoint
+    from ultrasam.models import open_model
+    from ultrasam_training.train.model import encoder_digest
 
     if dtype not in ("float32", "float16"):
         raise TrainingError(f"embedding cache dtype must be float32 or float16, not {dtype!r}")
-    model = load_model(resolve_checkpoint(checkpoint), family=family, fast=True)
+    model = open_model(checkpoint, family=family, device="cpu", fast=True)
     encoder = model.sam.image_encoder.eval()
     digest = encoder_digest(encoder)
     folder = Path(directory) / f"{digest}-{model.spec.family}"

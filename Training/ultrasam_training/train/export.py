@@ -17,10 +17,8 @@ import torch
 
 from ultrasam.atomic import atomic_write
 from ultrasam.checkpoints import checkpoint_meta, extract_state_dict, read_checkpoint, write_safetensors
+from ultrasam.models.door import NON_MODEL_PREFIXES
 from ultrasam_training.train.errors import TrainingError
-
-#: Keys of the training wrapper that are not part of the Sam model.
-NON_MODEL_PREFIXES = ("data_preprocessor.",)
 
 
 def plain_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,21 +62,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | 
         raise TrainingError(f"{checkpoint} holds no mask decoder tensors: not a training checkpoint of this project")
     return save_state_dict(state_dict, out, family=family, overwrite=overwrite,
                            metadata={"source": str(checkpoint), "iteration": iteration})
-
-
-def load_trained_model(checkpoint: str | Path, family: str | None = None, device: str = "cpu"):
-    """A :class:`ultrasam.models.SamModel` from ``model_final.safetensors``, an mmengine training checkpoint
-    (``iter_N.pth``: its meta names the family), any library checkpoint, or a weights name."""
-    from ultrasam.models import load_model, model_from_state_dict
-
-    from ultrasam_training.train.model import resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    container = read_checkpoint(path)
-    if isinstance(container, dict) and "meta" in container and "state_dict" in container:
-        state = plain_state_dict(extract_state_dict(container, path))
-        return model_from_state_dict(state, family=family or _family(checkpoint_meta(container)), source=str(path)).to(device)
-    return load_model(path, family=family, device=device)
 
 
 def _family(meta: Mapping) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 
 import torch
 from mmengine.model import BaseModel
@@ -26,19 +25,6 @@ from ultrasam_training.train.errors import TrainingError
 from ultrasam_training.train.losses import LossWeights, pass_losses
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A checkpoint path, or a weights-registry name (``litemedsam``, ``sam_vit_b`` …) fetched to the cache."""
-    path = Path(str(checkpoint)).expanduser()
-    if path.exists():
-        return path
-    from ultrasam import weights
-
-    try:
-        return Path(weights.fetch(str(checkpoint)))
-    except Exception as exc:  # unknown name or no network: say what was looked for
-        raise TrainingError(f"checkpoint {checkpoint!r} is neither a file nor a fetchable weights name: {exc}") from exc
 
 
 def encoder_digest(encoder: torch.nn.Module) -> str:
@@ -81,9 +67,9 @@ class UltraSamTrainModel(BaseModel):
         data_preprocessor: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
-        from ultrasam.models import load_model
+        from ultrasam.models import open_model
 
-        loaded = load_model(resolve_checkpoint(init_checkpoint), family=family, fast=fast)
+        loaded = open_model(init_checkpoint, family=family, device="cpu", fast=fast)  # the runner places it
         self.spec = loaded.spec
         self.image_encoder = loaded.sam.image_encoder
         self.prompt_encoder = loaded.sam.prompt_encoder

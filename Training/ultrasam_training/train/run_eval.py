@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ultrasam.models import open_model
 from ultrasam_training.evaluation.dataset import EvalDataset
 from ultrasam_training.evaluation.runner import EvaluationResult, evaluate_dataset
 from ultrasam_training.evaluation.segmenters import ModelSegmenter
 from ultrasam_training.train.errors import TrainingError
-from ultrasam_training.train.export import load_trained_model
 
 
 def _label(checkpoint: str | Path, taken: set[str]) -> str:
@@ -67,7 +67,7 @@ def run_evaluation(
     taken: set[str] = set()
     segmenters = []
     for checkpoint in checkpoints:
-        model, label = load_trained_model(checkpoint, family), _label(checkpoint, taken)
+        model, label = open_model(checkpoint, family=family, device="cpu"), _label(checkpoint, taken)
         segmenters += [ModelSegmenter(model, name=label, refine=flag) for flag in refine_flags
                        if not flag or model.spec.mask_prompt]
     results: list[EvaluationResult] = []

@@ -6,18 +6,16 @@ import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-
-from ultrasam.errors import UltraSamError
+from ultrasam.models.door import DEFAULT_WEIGHTS, DEVICES
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--model", default=None, help="registered weights name (default litemedsam); see `ultrasam weights list`")
-    choice.add_argument("--checkpoint", default=None, help="a checkpoint file; its family is detected from the tensors")
+    choice.add_argument("--model", default=None, help=f"registered weights name (default {DEFAULT_WEIGHTS}); see `ultrasam weights list`")
+    choice.add_argument("--checkpoint", default=None, help="a checkpoint file; its family is the one it records, else detected from the tensors")
     group.add_argument("--family", default=None, help="force the recipe for a SAM-layout checkpoint (e.g. medsam)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    group.add_argument("--device", default="auto", help=f"{DEVICES} (default auto: a GPU when there is one)")
     refine = group.add_mutually_exclusive_group()
     refine.add_argument("--refine", dest="refine", action="store_true", default=None, help="UltraSam two-pass refinement")
     refine.add_argument("--no-refine", dest="refine", action="store_false", help="single decoder pass")
@@ -51,18 +49,9 @@ def check_outputs(args: argparse.Namespace, inputs: Iterable[Path | None], one_f
 
 
 def load_model_from_args(args: argparse.Namespace):
-    from ultrasam.models import load_model
+    from ultrasam.models import open_model
 
-    device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UltraSamError(f"--device {device} requested but no CUDA GPU is available to this torch build; use --device cpu")
-    if args.checkpoint:
-        return load_model(args.checkpoint, family=args.family, device=device)
-    from ultrasam import weights
-
-    name = args.model or "litemedsam"
-    entry = weights.get_entry(name)
-    return load_model(weights.fetch(name), family=args.family or entry.family, device=device)
+    return open_model(args.checkpoint or args.model, family=args.family, device=args.device)
 
 
 def make_predictor(args: argparse.Namespace):

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ultrasam.models.door import DEFAULT_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="segment synthetic ultrasound end to end and report Dice", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
-    parser.add_argument("--model", default="litemedsam", help="registered weights name (default litemedsam)")
+    parser.add_argument("--model", default=DEFAULT_WEIGHTS, help=f"registered weights name (default {DEFAULT_WEIGHTS})")
     parser.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
     parser.add_argument("--skip-volume", action="store_true", help="2D frame only")
     parser.set_defaults(func=run)
@@ -45,15 +47,14 @@ def run_frame(predictor, out: Path, overwrite: bool) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ultrasam import weights
-    from ultrasam.models import load_model
+    from ultrasam.models import open_model
     from ultrasam.predictor import Predictor
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = weights.fetch(args.model)
-    predictor = Predictor(load_model(checkpoint, family=weights.get_entry(args.model).family), cache_size=64)
-    print(f"model: {args.model} ({checkpoint})")
+    model = open_model(args.model)
+    predictor = Predictor(model, cache_size=64)
+    print(f"model: {args.model} ({model.source})")
     run_frame(predictor, out, args.overwrite)
     if not args.skip_volume:
         from ultrasam.commands.demo_volume import run_volume

@@ -59,7 +59,7 @@ def run_volume(predictor, out: Path, overwrite: bool) -> dict[int, float]:
     lesion_markups(volume, truth, middle, roi_path, points_path, overwrite)
 
     stack = pipeline.load(volume_path, axis="sagittal")
-    supports_points = predictor.model.spec.family != "litemedsam"
+    supports_points = predictor.model.spec.supports("point")
     prompts = pipeline.prompts(stack, markups=[roi_path, points_path] if supports_points else [roi_path])
     results = pipeline.segment(stack, prompts, predictor, propagate=True, progress=True)
     pipeline.save(out / "phantom_lesion.seg.nrrd", stack, results, overlay=out / "phantom_overlay.png",

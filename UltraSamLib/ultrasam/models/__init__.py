@@ -1,7 +1,7 @@
 """One model interface for every SAM-family checkpoint.
 
-``load_model`` reads a checkpoint safely, decides its family from the tensors (UltraSam mmdet
-layout, SAM/MedSAM layout, LiteMedSAM TinyViT layout), builds a ``segment_anything`` ``Sam`` of
+:func:`open_model` (alias ``load_model``, see :mod:`ultrasam.models.door`) reads a checkpoint
+safely, decides its layout from the tensors (UltraSam mmdet, SAM/MedSAM, LiteMedSAM TinyViT), builds a ``segment_anything`` ``Sam`` of
 the sizes the tensors imply, loads it strictly, and pairs it with the family's
 :class:`ModelSpec`. Builders are registered per layout in :data:`BUILDERS`.
 """
@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from ultrasam.checkpoints import (
-    checkpoint_meta,
-    detect_layout,
-    extract_state_dict,
-    load_strict,
-    read_checkpoint,
-    sam_family_from_vit_width,
-)
+from ultrasam.checkpoints import detect_layout, load_strict, sam_family_from_vit_width
 from ultrasam.errors import CheckpointError
 from ultrasam.models.spec import FAMILY_SPECS, ModelSpec
 
@@ -55,19 +47,29 @@ def _build_sam_layout(sd: Mapping[str, torch.Tensor], family: str | None, fast: 
     config = infer_sam_vit_config(sd)
     family = family or sam_family_from_vit_width(config.embed_dim)
     sam = build_sam_vit(config, fast_attention=fast)
+    if family == "ultrasam":  # an exported UltraSam: SAM keys, UltraSam's decoder norms
+        _use_ultrasam_norm3(sam)
     load_strict(sam, sd)
     return sam, FAMILY_SPECS[family]
 
 
+def _use_ultrasam_norm3(sam: nn.Module) -> None:
+    """mmdet's decoder adds its residual twice around ``norm3``; the key map halves ``lin2`` and
+    this quarters the LayerNorm epsilon so SAM's single-residual block computes the same."""
+    from ultrasam.keymap import DOUBLE_RESIDUAL_NORM3_EPS
+
+    for layer in sam.mask_decoder.transformer.layers:
+        layer.norm3.eps = DOUBLE_RESIDUAL_NORM3_EPS
+
+
 def _build_ultrasam(sd: Mapping[str, torch.Tensor], family: str | None, fast: bool) -> tuple[nn.Module, ModelSpec]:
-    from ultrasam.keymap import DOUBLE_RESIDUAL_NORM3_EPS, ultrasam_to_sam
+    from ultrasam.keymap import ultrasam_to_sam
     from ultrasam.models.sam_vit import build_sam_vit, infer_sam_vit_config
 
     mapped = ultrasam_to_sam(sd)
     config = infer_sam_vit_config(mapped)
     sam = build_sam_vit(config, fast_attention=fast)
-    for layer in sam.mask_decoder.transformer.layers:
-        layer.norm3.eps = DOUBLE_RESIDUAL_NORM3_EPS
+    _use_ultrasam_norm3(sam)
     has_mask_prompt = any(k.startswith("prompt_encoder.mask_downscaling.") for k in mapped)
     load_strict(sam, mapped, allow_missing=() if has_mask_prompt else ("prompt_encoder.mask_downscaling.",))
     spec = FAMILY_SPECS[family or "ultrasam"]
@@ -114,30 +116,12 @@ def model_from_state_dict(
     return SamModel(sam=sam, spec=spec, source=str(source))
 
 
-def load_model(
-    checkpoint: str | Path | None = None,
-    family: str | None = None,
-    device: str | torch.device = "cpu",
-    fast: bool = True,
-) -> SamModel:
-    """Load any SAM-family checkpoint; with no checkpoint, fetch ``family``'s weights (default LiteMedSAM).
+from ultrasam.models.door import DEFAULT_WEIGHTS, open_model, resolve_device  # noqa: E402
 
-    The family (preprocessing recipe) is ``family`` if given, else the one the file's metadata
-    names (files this project writes carry it), else inferred from the tensors.
+#: The historical name of :func:`open_model`, kept as the documented Python entry point.
+load_model = open_model
 
-    ``fast`` swaps in the accelerated encoder attention (same weights, fp32 results within 1e-4).
-    """
-    if checkpoint is None:
-        from ultrasam import weights
-
-        family = family or "litemedsam"
-        checkpoint = weights.fetch(family)  # registry names are family names
-    container = read_checkpoint(checkpoint)
-    state_dict = extract_state_dict(container, checkpoint)
-    stored_family = checkpoint_meta(container).get("ultrasam_family")
-    family = family or (stored_family if isinstance(stored_family, str) else None)
-    model = model_from_state_dict(state_dict, family=family, fast=fast, source=str(checkpoint))
-    return model.to(device)
-
-
-__all__ = ["FAMILIES", "ModelSpec", "SamModel", "load_model", "model_from_state_dict"]
+__all__ = [
+    "DEFAULT_WEIGHTS", "FAMILIES", "ModelSpec", "SamModel", "load_model", "model_from_state_dict", "open_model",
+    "resolve_device",
+]

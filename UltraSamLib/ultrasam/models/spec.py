@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+PromptKind = Literal["point", "box"]
+
 Resize = Literal["truncate", "round", "squash"]
 Normalize = Literal["imagenet", "minmax"]
 Postprocess = Literal["binary", "logits"]
@@ -26,6 +28,9 @@ class ModelSpec:
     postprocess: ``binary`` thresholds the 256² logits before upsampling (UltraSam), ``logits``
         upsamples logits and thresholds at 0 (SAM).
     refine: run UltraSam's second decoder pass by default.
+    mask_prompt: the checkpoint has the mask-prompt encoder (refinement and logits feedback).
+    prompts: the prompt kinds the weights were trained for; a model trained on boxes only
+        (LiteMedSAM) returns empty masks for clicks, so front ends check :meth:`supports`.
     """
 
     family: str
@@ -35,10 +40,15 @@ class ModelSpec:
     normalize: Normalize = "imagenet"
     postprocess: Postprocess = "logits"
     refine: bool = False
-    mask_prompt: bool = True  # False when the checkpoint lacks the mask-prompt encoder
+    mask_prompt: bool = True
+    prompts: frozenset[PromptKind] = frozenset({"point", "box"})
 
     def with_(self, **changes: object) -> "ModelSpec":
         return replace(self, **changes)
+
+    def supports(self, kind: PromptKind) -> bool:
+        """Whether the weights were trained for ``kind`` prompts."""
+        return kind in self.prompts
 
 
 FAMILY_SPECS: dict[str, ModelSpec] = {
@@ -48,5 +58,5 @@ FAMILY_SPECS: dict[str, ModelSpec] = {
     "sam_vit_h": ModelSpec("sam_vit_h"),
     "sam_vit_custom": ModelSpec("sam_vit_custom"),
     "medsam": ModelSpec("medsam", 1024, "squash", "cubic", "minmax", "logits"),
-    "litemedsam": ModelSpec("litemedsam", 256, "round", "area", "minmax", "logits"),
+    "litemedsam": ModelSpec("litemedsam", 256, "round", "area", "minmax", "logits", prompts=frozenset({"box"})),
 }
