@@ -199,10 +199,10 @@ def test_nothing_enables_pillows_truncated_image_loading():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--box", "0", "0", "inf", "inf"], r"box \[0.0, 0.0, inf, inf\] has non-finite coordinates"),
-        (["--box", "nan", "0", "5", "5"], r"box \[nan, 0.0, 5.0, 5.0\] has non-finite coordinates"),
-        (["--point", "3", "nan"], r"point 1 \(3, nan\) has non-finite coordinates"),
-        (["--point", "3", "3", "--negative", "inf", "2"], r"point 2 \(inf, 2\) has non-finite coordinates"),
+        (["--box", "0", "0", "inf", "inf"], r"box \[0, 0, inf, inf\] on frame 0 has non-finite coordinates"),
+        (["--box", "nan", "0", "5", "5"], r"box \[nan, 0, 5, 5\] on frame 0 has non-finite coordinates"),
+        (["--point", "3", "nan"], r"point 1 \(3, nan\) on frame 0 has non-finite coordinates"),
+        (["--point", "3", "3", "--negative", "inf", "2"], r"point 2 \(inf, 2\) on frame 0 has non-finite coordinates"),
     ],
 )
 def test_cli_refuses_non_finite_prompts(tmp_path, capsys, flags, message):
@@ -226,7 +226,7 @@ def test_cli_refuses_too_many_points(tmp_path, capsys):
 def test_library_prompt_validation_refuses_non_finite_and_too_many_points():
     with pytest.raises(PromptError, match="box .* non-finite"):
         pixel_prompts((20, 30), box=[0, 0, np.inf, np.inf])
-    with pytest.raises(PromptError, match=r"point 1 \(nan, 1\) has non-finite"):
+    with pytest.raises(PromptError, match=r"point 1 \(nan, 1\) on frame 0 has non-finite"):
         FramePrompts(0, [[np.nan, 1.0]], [1])
     many = np.zeros((MAX_POINTS_PER_FRAME + 1, 2))
     with pytest.raises(PromptError, match=f"at most {MAX_POINTS_PER_FRAME} points"):

@@ -91,8 +91,8 @@ def test_embedding_cache_hits_by_content_and_key(predictor, frame, monkeypatch):
     [
         ({"box": [50, 50, 50, 90]}, "degenerate"),
         ({"box": [60, 50, 40, 90]}, "degenerate"),
-        ({"box": [-5, 0, 40, 90]}, "outside"),
-        ({"box": [0, 0, 301, 90]}, "outside"),
+        ({"box": [-50, 0, -5, 90]}, "does not intersect"),
+        ({"box": [299.5, 0, 400, 90]}, "does not intersect"),
         ({"box": [0, 0, np.nan, 9]}, "non-finite"),
         ({"points": [[300, 10]]}, "outside"),
         ({"points": [[10, -0.6]]}, "outside"),

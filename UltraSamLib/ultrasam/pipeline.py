@@ -80,9 +80,9 @@ def segment(
     from ultrasam.prompts import check_on_frame
 
     if predictor is None:
-        from ultrasam.models import load_model
+        from ultrasam.models import open_model
 
-        predictor = Predictor(load_model(), cache_size=64)
+        predictor = Predictor(open_model(), cache_size=64)
     square = {}
 
     def model_frame(index: int):
@@ -90,9 +90,8 @@ def segment(
             square[index] = stack[index].square()
         return square[index]
 
-    for index, prompt in frame_prompts.items():
-        check_on_frame(prompt, stack.frame_shape, where=f"{stack.axis} frame {index}")
-    mapped = {n: p.mapped(stack[n], model_frame(n)) if not stack[n].is_square else p for n, p in frame_prompts.items()}
+    checked = {n: check_on_frame(p, stack.frame_shape, where=f"{stack.axis} frame {n}") for n, p in frame_prompts.items()}
+    mapped = {n: p.mapped(stack[n], model_frame(n)) if not stack[n].is_square else p for n, p in checked.items()}
     results = _run(predictor, stack, model_frame, mapped, propagate, frame_range, min_score, use_logits, key, progress, should_stop)
     for index, result in results.items():
         frame = model_frame(index)

@@ -21,7 +21,7 @@ import torch
 
 from ultrasam.errors import ImageError, PromptError
 from ultrasam.models import SamModel
-from ultrasam.prompts import check_box_values, check_point_count, check_point_values
+from ultrasam.prompts import validate_boxes, validate_points
 from ultrasam.transforms import InputGeometry, mask_to_box, masks_to_original, prepare_input, to_rgb_uint8
 
 
@@ -226,73 +226,36 @@ class Predictor:
 
     @staticmethod
     def _check_prompts(points, labels, box, original_hw):
-        """Validate prompts in original pixels; return batched ``(B, N, 2)``, ``(B, N)``, ``(B, 4)``.
+        """Prompts under :mod:`ultrasam.prompts`' rule (the one every :class:`FramePrompts` obeys) in
+        original pixels: batched ``(B, N, 2)``, ``(B, N)``, ``(B, 4)``, boxes clipped to the image.
 
-        The limits of :mod:`ultrasam.prompts` apply (finite coordinates, at most
-        ``MAX_POINTS_PER_FRAME`` points per prompt); the caller's arrays are only read.
+        Zero points count as none; the caller's arrays are only read.
         """
-        coords = point_labels = boxes = None
-        if box is not None:
-            boxes = _check_boxes(box, original_hw)
-        if points is not None:
-            coords, point_labels = _check_points(points, labels, original_hw)
-            if boxes is not None and coords.shape[0] != boxes.shape[0]:
-                if coords.shape[0] != 1:
-                    raise PromptError("with several boxes, give one point set per box or one shared set")
-                coords = np.repeat(coords, boxes.shape[0], axis=0)
-                point_labels = np.repeat(point_labels, boxes.shape[0], axis=0)
+        boxes = None if box is None else validate_boxes(box, original_hw)
+        coords, point_labels = (None, None) if points is None else _check_points(points, labels, original_hw)
+        if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
+            if coords.shape[0] != 1:
+                raise PromptError("with several boxes, give one point set per box or one shared set")
+            coords = np.repeat(coords, boxes.shape[0], axis=0)
+            point_labels = np.repeat(point_labels, boxes.shape[0], axis=0)
         if coords is None and boxes is None:
             raise PromptError("give at least one point or a box")
         return coords, point_labels, boxes
 
 
-def _check_boxes(box, original_hw: tuple[int, int]) -> np.ndarray:
-    """``(B, 4)`` finite, non-degenerate boxes inside the image."""
-    height, width = original_hw
-    boxes = np.asarray(box, np.float64)
-    boxes = boxes[None] if boxes.ndim == 1 else boxes
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise PromptError(f"box must be [x0, y0, x1, y1] or an array of them, got shape {np.shape(box)}")
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        check_box_values(boxes[i], f"box {i}")
-        if x1 <= x0 or y1 <= y0:
-            raise PromptError(f"box {i} {boxes[i].tolist()} is empty or degenerate: need x0 < x1 and y0 < y1")
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise PromptError(
-                f"box {i} {boxes[i].tolist()} extends outside the {width}×{height} image "
-                f"(allowed x in [0, {width}], y in [0, {height}])"
-            )
-    return boxes
-
-
-def _check_points(points, labels, original_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(B, N, 2)`` finite points on the image, at most ``MAX_POINTS_PER_FRAME`` each, and their labels."""
-    height, width = original_hw
-    coords = np.asarray(points, np.float64)
-    if coords.ndim == 1:
-        coords = coords[None]
-    if coords.ndim == 2:
-        coords = coords[None]
-    if coords.ndim != 3 or coords.shape[2] != 2 or coords.shape[1] == 0:
-        raise PromptError(f"points must be (N, 2) (x, y) pairs, got shape {np.shape(points)}")
-    check_point_count(coords.shape[1], "one prompt")
-    point_labels = np.ones(coords.shape[:2], np.int64) if labels is None else np.asarray(labels, np.int64)
-    if point_labels.ndim == 1:
-        point_labels = point_labels[None]
-    if point_labels.shape != coords.shape[:2]:
-        raise PromptError(f"labels shape {np.shape(labels)} does not match points shape {np.shape(points)}")
-    if not np.isin(point_labels, (0, 1)).all():
-        raise PromptError("point labels must be 1 (positive) or 0 (negative)")
-    for pts in coords:
-        check_point_values(pts)
-        for i, (x, y) in enumerate(pts):
-            # pixel c covers [c - 0.5, c + 0.5): integer coordinates are pixel centres
-            if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
-                raise PromptError(
-                    f"point {i + 1} ({x:g}, {y:g}) lies outside the {width}×{height} image "
-                    f"(x must be in [-0.5, {width - 0.5}), y in [-0.5, {height - 0.5}))"
-                )
-    return coords, point_labels
+def _check_points(points, labels, original_hw: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(B, N, 2)`` points and ``(B, N)`` labels from one ``(N, 2)`` set or B sets ``(B, N, 2)``, each
+    set under the prompt rule; ``(None, None)`` for zero points."""
+    if np.ndim(points) != 3:
+        sets = [validate_points(points, labels, original_hw)]
+    else:
+        if labels is not None and np.shape(labels)[:1] != (len(points),):
+            raise PromptError(f"labels shape {np.shape(labels)} does not match points shape {np.shape(points)}")
+        per_set = [None] * len(points) if labels is None else labels
+        sets = [validate_points(p, q, original_hw, f"point set {b + 1}") for b, (p, q) in enumerate(zip(points, per_set))]
+    if not sets or sets[0][0].shape[0] == 0:
+        return None, None
+    return np.stack([xy for xy, _ in sets]), np.stack([lab for _, lab in sets])
 
 
 def _negatives_only(coords: np.ndarray | None, labels: np.ndarray | None):

@@ -1,14 +1,36 @@
-"""Prompts per frame, and the one place where physical prompts (markups) become frame pixels.
+"""Prompts per frame, the one prompt rule, and the one place where physical prompts (markups) become frame pixels.
 
 Pixel conventions (those of :class:`ultrasam.predictor.Predictor`):
 
-* a point is ``(x, y)`` = (column, row) with integer values at pixel *centres*; it lies on the
-  image when ``-0.5 <= x <= W - 0.5`` and ``-0.5 <= y <= H - 0.5``;
+* a point is ``(x, y)`` = (column, row) with integer values at pixel *centres*: pixel ``c``
+  covers the half-open ``[c - 0.5, c + 0.5)``;
 * a box is ``[x0, y0, x1, y1]`` in **pixel-edge** coordinates, COCO's ``[x, y, x + w, y + h]``:
   pixel ``c`` spans ``[c, c + 1)``, so the box of a mask covering columns ``a..b`` is
   ``x0 = a, x1 = b + 1`` (exclusive max corner). A physical box maps to
   ``x0 = x_min + 0.5, x1 = x_max + 0.5`` where ``x_min``/``x_max`` are pixel-centre coordinates
   of its extent: nothing is rounded, the model gets the exact sub-pixel box.
+
+The prompt rule, one validator (:func:`validate_points`, :func:`validate_boxes`) used by
+:class:`FramePrompts`, :func:`check_on_frame` (so the CLI, markups and :mod:`ultrasam.pipeline`) and
+:meth:`ultrasam.predictor.Predictor.predict` alike. It never writes to its inputs: it returns new
+arrays (and :func:`check_on_frame` a new :class:`FramePrompts`).
+
+* **Edge rule.** A point is on a ``W x H`` image iff ``-0.5 <= x < W - 0.5`` and
+  ``-0.5 <= y < H - 0.5``: half-open like the pixels, so ``x = W - 0.5`` (the outer edge of the
+  last column, where a column ``W`` would start) is off the image, and every point on it lies in
+  exactly one pixel, ``floor(x + 0.5)``. Slices use the same half-open rule (below).
+* **Box rule.** A box must be finite and at least :data:`MIN_BOX_SIDE` pixel wide and high (else it
+  is degenerate). A box partly outside the image is clipped to ``[0, W] x [0, H]``; a box whose
+  clipped part is less than one pixel wide or high does not intersect the image and is refused.
+* **Shapes and limits.** Points are ``(N, 2)`` (or one ``(x, y)``) with one label each, 1
+  (positive) or 0 (negative); a box is ``[x0, y0, x1, y1]`` (the predictor also takes ``(B, 4)``);
+  at most :data:`MAX_POINTS_PER_FRAME` clicks per frame, since the decoder attends over every point
+  token and its memory grows with the count (10 000 points asked for 3.2 GB); coordinates must be
+  finite (``inf`` or ``NaN`` names no pixel, and clipping an infinite box would silently turn it
+  into "the whole image").
+
+Every refusal is a :class:`~ultrasam.errors.PromptError` naming the prompt (``point 3``, ``box 2``,
+or the markup it came from) and the frame.
 
 Slice assignment: frame ``n`` of a stack owns the slab ``n - 0.5 <= s < n + 0.5`` of the
 continuous slice coordinate ``s`` (half a voxel either side of its centre plane).
@@ -20,23 +42,15 @@ continuous slice coordinate ``s`` (half a voxel either side of its centre plane)
   and the crossings of its 12 edges with the slab planes. For an ROI aligned with the slicing
   axis this is the projection of its 8 corners on every slice it spans. A flat ROI (zero
   thickness, as drawn on a 2D image) belongs to the one slab holding it. Slices where the cut
-  is less than one pixel wide or misses the image are skipped; if none remains the ROI is an
-  error (empty intersection, or degenerate box). Only the slices of the stack are visited, however
-  far the ROI reaches beyond them.
-
-Limits (every path to the model goes through them: :class:`FramePrompts`, and
-:meth:`ultrasam.predictor.Predictor.predict` via :func:`check_point_values` / :func:`check_box_values`):
-
-* :data:`MAX_POINTS_PER_FRAME` clicks per frame: the decoder attends over every point token, so
-  its memory grows with the point count (10 000 points asked for 3.2 GB);
-* coordinates must be finite: ``inf`` or ``NaN`` names no pixel, and clipping an infinite box to
-  the image would silently turn it into "the whole image".
+  is refused by the box rule (less than one pixel wide, or missing the image) are skipped; if
+  none remains the ROI is an error (empty intersection, or degenerate box). Only the slices of
+  the stack are visited, however far the ROI reaches beyond them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,34 +72,149 @@ _EPS = 1e-9
 _EDGES = [(n, n | (1 << a)) for n in range(8) for a in range(3) if not n & (1 << a)]
 
 
-def check_point_count(count: int, where: str) -> None:
-    """Refuse more than :data:`MAX_POINTS_PER_FRAME` points before anything allocates for them."""
+# ---------------------------------------------------------------------------------- the prompt rule
+def validate_points(
+    points,
+    labels=None,
+    image_hw: tuple[int, int] | None = None,
+    where: str = "",
+    names: tuple[str, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """New ``(N, 2)`` float points and ``(N,)`` int64 labels (``None``: all positive) under the prompt rule.
+
+    Checks shape, labels, the point cap, finiteness and, given ``image_hw = (H, W)``, the edge
+    rule; ``image_hw=None`` skips the edge rule (a :class:`FramePrompts` does not know its image).
+    The first bad point is named by ``names`` or as ``point <n>`` (1-based), on ``where``.
+    """
+    xy = _as_float(points, "points", where)
+    if xy.ndim == 1 and xy.size in (0, 2):
+        xy = xy.reshape(-1, 2)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise PromptError(f"points{_on(where)} must be (x, y) pairs of shape (N, 2), got shape {np.shape(points)}")
+    _check_point_count(len(xy), where)
+    checked_labels = _checked_labels(labels, len(xy), where, names)
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise PromptError(f"{_point_name(names, n)} {_pair(xy[n])}{_on(where)} has non-finite coordinates: points must be finite pixels")
+    if image_hw is not None:
+        off = _off_image(xy, image_hw)
+        if off.any():
+            n = int(np.argmax(off))
+            height, width = image_hw
+            raise PromptError(
+                f"{_point_name(names, n)} {_pair(xy[n])}{_on(where)} lies outside the {width}x{height} image "
+                f"({_edge_rule(image_hw)})"
+            )
+    return xy, checked_labels
+
+
+def validate_boxes(
+    boxes, image_hw: tuple[int, int] | None = None, where: str = "", names: tuple[str, ...] = ()
+) -> np.ndarray:
+    """New ``(B, 4)`` boxes from ``[x0, y0, x1, y1]`` or ``(B, 4)``, under the box rule.
+
+    Given ``image_hw = (H, W)`` each box is clipped to the image; ``None`` checks only what needs no
+    image (shape, finiteness, degenerate). A box is named by ``names``, else ``box`` when one was
+    given flat, else ``box <n>`` (1-based), on ``where``.
+    """
+    values = _as_float(boxes, "box", where)
+    rows = values[None] if values.ndim == 1 else values
+    if rows.ndim != 2 or rows.shape[1] != 4 or len(rows) == 0:
+        raise PromptError(f"box{_on(where)} must be [x0, y0, x1, y1] or a (B, 4) array of them, got shape {np.shape(boxes)}")
+    default = ["box"] if values.ndim == 1 else [f"box {n + 1}" for n in range(len(rows))]
+    named = [names[n] if n < len(names) else default[n] for n in range(len(rows))]
+    return np.stack([_checked_box(row, image_hw, f"{name} {_listed(row)}{_on(where)}") for row, name in zip(rows, named)])
+
+
+def _checked_box(box: np.ndarray, image_hw: tuple[int, int] | None, label: str) -> np.ndarray:
+    """One box under the box rule: refused when non-finite or degenerate, clipped to the image."""
+    if not np.isfinite(box).all():
+        raise PromptError(f"{label} has non-finite coordinates: box edges must be finite pixels")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 - x0 >= MIN_BOX_SIDE and y1 - y0 >= MIN_BOX_SIDE):
+        raise PromptError(f"{label} is degenerate: {x1 - x0:.2f} x {y1 - y0:.2f} pixels (needs x1 - x0 >= 1 and y1 - y0 >= 1)")
+    if image_hw is None:
+        return box
+    height, width = image_hw
+    clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
+    if not (clipped[2] - clipped[0] >= MIN_BOX_SIDE and clipped[3] - clipped[1] >= MIN_BOX_SIDE):
+        raise PromptError(
+            f"{label} does not intersect the {width}x{height} image (a box must overlap 0..{width} x 0..{height} "
+            "by at least one pixel each way)"
+        )
+    return clipped
+
+
+def _as_float(values, what: str, where: str) -> np.ndarray:
+    """A float64 copy (never a view of the caller's array), or a PromptError for non-numbers."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{what}{_on(where)} must be numbers: {exc}") from None
+
+
+def _checked_labels(labels, count: int, where: str, names: tuple[str, ...]) -> np.ndarray:
+    """One label per point, each 1 (positive) or 0 (negative), as a new int64 array."""
+    if labels is None:
+        return np.ones(count, np.int64)
+    values = np.array(labels)
+    if values.shape != (count,):
+        raise PromptError(f"labels{_on(where)} of shape {values.shape} does not match the {count} points: give one label per point")
+    valid = np.isin(values, (0, 1))
+    if not valid.all():
+        n = int(np.argmin(valid))
+        raise PromptError(
+            f"{_point_name(names, n)}{_on(where)} has label {values.tolist()[n]!r}: point labels must be 1 (positive) or 0 (negative)"
+        )
+    return values.astype(np.int64)
+
+
+def _check_point_count(count: int, where: str) -> None:
+    """Refuse more than :data:`MAX_POINTS_PER_FRAME` points before the decoder allocates for them."""
     if count > MAX_POINTS_PER_FRAME:
         raise PromptError(
-            f"{count} points on {where}: at most {MAX_POINTS_PER_FRAME} points per frame are supported "
+            f"{count} points{_on(where)}: at most {MAX_POINTS_PER_FRAME} points per frame are supported "
             "(the decoder's memory grows with every point)"
         )
 
 
-def check_point_values(points: np.ndarray, names: tuple[str, ...] = (), where: str = "") -> None:
-    """Refuse non-finite ``(N, 2)`` points, naming the first one; ``points`` is only read."""
-    bad = ~np.isfinite(points).all(axis=1)
-    if bad.any():
-        n = int(np.argmax(bad))
-        name = names[n] if n < len(names) else f"point {n + 1}"
-        x, y = points[n]
-        raise PromptError(f"{name}{where} ({x:g}, {y:g}) has non-finite coordinates: points must be finite pixels")
+def _off_image(xy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Per ``(x, y)`` row: True when the edge rule puts it off the image (NaN included)."""
+    height, width = image_hw
+    x, y = xy[:, 0], xy[:, 1]
+    return ~((-0.5 <= x) & (x < width - 0.5) & (-0.5 <= y) & (y < height - 0.5))
 
 
-def check_box_values(box: np.ndarray, name: str = "box") -> None:
-    """Refuse a box with a non-finite edge (an infinite box would otherwise clip to the image)."""
-    if not np.isfinite(box).all():
-        raise PromptError(f"{name} {np.round(box, 2).tolist()} has non-finite coordinates: box edges must be finite pixels")
+def _edge_rule(image_hw: tuple[int, int]) -> str:
+    height, width = image_hw
+    return f"a point is on it when -0.5 <= x < {width - 0.5} and -0.5 <= y < {height - 0.5}"
 
 
+def _on(where: str) -> str:
+    return f" on {where}" if where else ""
+
+
+def _point_name(names: tuple[str, ...], n: int) -> str:
+    return names[n] if n < len(names) else f"point {n + 1}"
+
+
+def _pair(xy: np.ndarray) -> str:
+    """``(x, y)`` with enough digits to tell ``29.5`` from ``29.5 + 1e-9``."""
+    return f"({xy[0]:.12g}, {xy[1]:.12g})"
+
+
+def _listed(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.12g}" for v in box) + "]"
+
+
+# ---------------------------------------------------------------------------------- frame prompts
 @dataclass
 class FramePrompts:
-    """The prompts of one frame, in that frame's pixels (see the module docstring)."""
+    """The prompts of one frame, in that frame's pixels (see the module docstring).
+
+    ``names`` name the points in order, then the box (e.g. the ROI it came from).
+    """
 
     index: int
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -94,17 +223,20 @@ class FramePrompts:
     names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.points = np.asarray(self.points, dtype=float).reshape(-1, 2)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if len(self.points) != len(self.labels):
-            raise PromptError(f"{len(self.points)} points but {len(self.labels)} labels on frame {self.index}")
-        if not np.isin(self.labels, (0, 1)).all():
-            raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {self.labels.tolist()}")
-        check_point_count(len(self.points), f"frame {self.index}")
-        check_point_values(self.points, self.names)
+        where = f"frame {self.index}"
+        self.points, self.labels = validate_points(self.points, self.labels, None, where, self.names)
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=float).reshape(4)
-            check_box_values(self.box)
+            boxes = validate_boxes(self.box, None, where, self._box_names())
+            if len(boxes) != 1:
+                raise PromptError(f"{len(boxes)} boxes on {where}: a frame takes one box")
+            self.box = boxes[0]
+
+    def _point_names(self) -> tuple[str, ...]:
+        return tuple(_point_name(self.names, n) for n in range(len(self.points)))
+
+    def _box_names(self) -> tuple[str, ...]:
+        """The box's name when ``names`` has one past the points, else none (the rule names it ``box``)."""
+        return self.names[len(self.points):len(self.points) + 1]
 
     @property
     def is_empty(self) -> bool:
@@ -126,12 +258,13 @@ class FramePrompts:
 
     def merged(self, other: "FramePrompts") -> "FramePrompts":
         """Points of both; ``other``'s box wins when both have one."""
+        boxed = other if other.box is not None else self
         return FramePrompts(
             self.index,
             np.concatenate([self.points, other.points]),
             np.concatenate([self.labels, other.labels]),
-            other.box if other.box is not None else self.box,
-            self.names + other.names,
+            boxed.box,
+            self._point_names() + other._point_names() + boxed._box_names(),
         )
 
     def mapped(self, source: Frame, target: Frame) -> "FramePrompts":
@@ -151,38 +284,17 @@ class FramePrompts:
 
 
 def check_on_frame(prompts: FramePrompts, frame_shape: tuple[int, int], where: str = "") -> FramePrompts:
-    """Validate pixel prompts against an image of ``(H, W)``: points on it, box non-degenerate.
+    """``prompts`` under the prompt rule on an ``(H, W)`` image: a new :class:`FramePrompts`, box clipped.
 
-    The box is clipped to the image; a box entirely off the image is an error. The clipped box is a
-    new array bound to ``prompts.box`` (callers use the returned prompts); arrays the caller passed
-    in are never written to.
+    ``prompts`` is left as it was, so callers must use the returned value. ``where`` names the frame
+    in messages (default ``frame <index>``).
     """
-    height, width = frame_shape
-    where = f" on {where.strip()}" if where.strip() else ""
-    check_point_values(prompts.points, prompts.names, where)
+    where = where.strip() or f"frame {prompts.index}"
+    points, labels = validate_points(prompts.points, prompts.labels, frame_shape, where, prompts.names)
+    box = None
     if prompts.box is not None:
-        check_box_values(prompts.box, f"box{where}")
-    for n, (x, y) in enumerate(prompts.points):
-        if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
-            name = prompts.names[n] if n < len(prompts.names) else f"point {n + 1}"
-            raise PromptError(
-                f"{name}{where} at pixel ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image "
-                f"(x must be in -0.5..{width - 0.5}, y in -0.5..{height - 0.5})"
-            )
-    if prompts.box is not None:
-        prompts.box = _clip_box(prompts.box, frame_shape, f"box {np.round(prompts.box, 2).tolist()}{where}")
-    return prompts
-
-
-def _clip_box(box: np.ndarray, frame_shape: tuple[int, int], name: str) -> np.ndarray:
-    height, width = frame_shape
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not (x1 - x0 >= MIN_BOX_SIDE and y1 - y0 >= MIN_BOX_SIDE):
-        raise PromptError(f"{name} is degenerate: {x1 - x0:.2f} x {y1 - y0:.2f} pixels (needs x1 > x0, y1 > y0, at least 1 pixel)")
-    clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
-    if clipped[2] - clipped[0] < MIN_BOX_SIDE or clipped[3] - clipped[1] < MIN_BOX_SIDE:
-        raise PromptError(f"{name} does not intersect the {width}x{height} image (box edges must overlap 0..{width} x 0..{height})")
-    return clipped
+        (box,) = validate_boxes(prompts.box, frame_shape, where, prompts._box_names())
+    return replace(prompts, points=points, labels=labels, box=box)
 
 
 def _slab_of(s: float) -> int:
@@ -202,7 +314,7 @@ def points_to_frames(stack: FrameStack, points: tuple[MarkupPoint, ...]) -> dict
     order = np.argsort(slabs, kind="stable")  # keeps the file order within a frame
     frames, starts, counts = np.unique(slabs[order], return_index=True, return_counts=True)
     for n, count in zip(frames, counts):
-        check_point_count(int(count), f"{stack.axis} slice {int(n)}")
+        _check_point_count(int(count), f"{stack.axis} slice {int(n)}")
     out: dict[int, FramePrompts] = {}
     for n, start, count in zip(frames, starts, counts):
         members = order[start:start + count]
@@ -213,12 +325,12 @@ def points_to_frames(stack: FrameStack, points: tuple[MarkupPoint, ...]) -> dict
 
 
 def _check_points_on_stack(stack: FrameStack, points: tuple[MarkupPoint, ...], xys: np.ndarray, slabs: np.ndarray) -> None:
-    """Name the first point (in file order) outside every slab or off the image of its slice."""
+    """Name the first point (in file order) outside every slab or off the image of its slice (the edge rule)."""
     height, width = stack.frame_shape
     last = len(stack) - 1
     x, y = xys[:, 0], xys[:, 1]
     off_stack = ~((slabs >= 0) & (slabs <= last))
-    off_image = ~((-0.5 <= x) & (x <= width - 0.5) & (-0.5 <= y) & (y <= height - 0.5))
+    off_image = _off_image(xys[:, :2], stack.frame_shape)
     bad = off_stack | off_image
     if not bad.any():
         return
@@ -230,7 +342,7 @@ def _check_points_on_stack(stack: FrameStack, points: tuple[MarkupPoint, ...], x
         )
     raise PromptError(
         f"{points[m].describe()} lies at pixel ({x[m]:.1f}, {y[m]:.1f}) of {stack.axis} slice {int(slabs[m])}, outside the "
-        f"{width}x{height} image (x in -0.5..{width - 0.5}, y in -0.5..{height - 0.5})"
+        f"{width}x{height} image ({_edge_rule(stack.frame_shape)})"
     )
 
 
@@ -276,7 +388,6 @@ def roi_to_boxes(stack: FrameStack, roi: MarkupRoi) -> dict[int, np.ndarray]:
             f"{roi.describe()} lies at {stack.axis} slices {s_min:.1f}..{s_max:.1f}, outside 0..{last} "
             f"(it needs slices within {-0.5}..{last + 0.5})"
         )
-    height, width = stack.frame_shape
     boxes: dict[int, np.ndarray] = {}
     reasons: list[str] = []
     for n in slices:
@@ -286,7 +397,7 @@ def roi_to_boxes(stack: FrameStack, roi: MarkupRoi) -> dict[int, np.ndarray]:
             continue
         box = bounds + 0.5  # pixel-centre extent → COCO edge coordinates
         try:
-            boxes[n] = _clip_box(box, (height, width), f"{roi.describe()} on {stack.axis} slice {n}")
+            (boxes[n],) = validate_boxes(box, stack.frame_shape, f"{stack.axis} slice {n}", (roi.describe(),))
         except PromptError as exc:
             reasons.append(str(exc))
     if not boxes:
@@ -319,10 +430,8 @@ def pixel_prompts(
     box: np.ndarray | None = None,
     index: int = 0,
 ) -> FramePrompts:
-    """Prompts given directly in pixels (CLI ``--point x,y``), validated against the frame."""
-    pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float).reshape(-1, 2)
-    lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels)
-    prompts = FramePrompts(index, pts, lab, box, tuple(f"point {n + 1}" for n in range(len(pts))))
+    """Prompts given directly in pixels (CLI ``--point x,y``; no labels: all positive), validated against the frame."""
+    prompts = FramePrompts(index, np.zeros((0, 2)) if points is None else points, labels, box)
     if prompts.is_empty:
         raise PromptError("no prompts given: pass at least one point or a box")
     return check_on_frame(prompts, frame_shape)
