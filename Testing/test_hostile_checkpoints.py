@@ -253,16 +253,23 @@ def test_expanded_view_is_refused_before_materialising(tmp_path):
         read_checkpoint(path)
 
 
-def test_view_past_its_storage_is_refused(tmp_path):
-    path = tmp_path / "overflow.pth"
-    torch.save({"w": torch.zeros(4)}, path)
+def _edited(path: Path, entry_filter, edit) -> Path:
+    """Rewrite ``path``'s first archive entry whose name passes ``entry_filter`` with ``edit(bytes)``."""
     with zipfile.ZipFile(path) as archive:
         names = {n: archive.read(n) for n in archive.namelist()}
-    pkl = next(n for n in names if n.endswith("data.pkl"))
-    names[pkl] = names[pkl].replace(b"K\x04\x85", b"K\x40\x85")  # size (4,) -> (64,) over a 4-float storage
+    key = next(n for n in names if entry_filter(n))
+    names[key] = edit(names[key])
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in names.items():
             archive.writestr(name, data)
+    return path
+
+
+def test_view_past_its_storage_is_refused(tmp_path):
+    path = tmp_path / "overflow.pth"
+    torch.save({"w": torch.zeros(4)}, path)
+    # size (4,) -> (64,) over a 4-float storage
+    _edited(path, lambda n: n.endswith("data.pkl"), lambda data: data.replace(b"K\x04\x85", b"K\x40\x85"))
     with pytest.raises(CheckpointError, match="does not fit"):
         read_checkpoint(path)
 
@@ -270,13 +277,7 @@ def test_view_past_its_storage_is_refused(tmp_path):
 def test_declared_storage_larger_than_its_entry_is_refused(tmp_path):
     path = tmp_path / "short.pth"
     torch.save({"w": torch.zeros(1000)}, path)
-    with zipfile.ZipFile(path) as archive:
-        names = {n: archive.read(n) for n in archive.namelist()}
-    key = next(n for n in names if "/data/" in n)
-    names[key] = names[key][:100]
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in names.items():
-            archive.writestr(name, data)
+    _edited(path, lambda n: "/data/" in n, lambda data: data[:100])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_checkpoint(path)
 
