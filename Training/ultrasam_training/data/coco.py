@@ -22,6 +22,7 @@ Read files (``load_coco``): any COCO with polygons, uncompressed or compressed R
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.jsonio import read_json, write_json
+from ultrasam_training.data.limits import check_image_size
 from ultrasam_training.data.masks import (
     connected_components,
     decode_annotation_mask,
@@ -116,13 +118,12 @@ class CocoBuilder:
         **extra: Any,
     ) -> int:
         """Register an image and return its id (1, 2, ...)."""
-        if height <= 0 or width <= 0:
-            raise DatasetError(f"{source_path}: image size {height}x{width} is not positive")
+        height, width = check_image_size(height, width, str(source_path))
         image = {
             "id": len(self.images) + 1,
             "file_name": str(file_name),
-            "height": int(height),
-            "width": int(width),
+            "height": height,
+            "width": width,
             "dataset": self.dataset,
             "source_path": str(source_path),
         }
@@ -208,6 +209,23 @@ def _is_portable_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX
 
 
+def is_id(value: Any) -> bool:
+    """An id this package can key on: an int (not a bool) or a string (renumbered when not portable)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _check_id(value: Any, where: str) -> Any:
+    if not is_id(value):
+        raise DatasetError(f"{where} {value!r} is a {type(value).__name__}; ids must be integers or strings")
+    return value
+
+
+def _duplicate_ids(values: Iterable[Any]) -> list[Any]:
+    """Ids (int or str; None ignored) used more than once, in order of first use."""
+    counts = Counter(value for value in values if value is not None)
+    return [value for value, count in counts.items() if count > 1]
+
+
 def _category_id(value: Any) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
@@ -216,9 +234,10 @@ def _category_id(value: Any) -> int:
     return value
 
 
-def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
+def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO", unique_annotation_ids: bool = False) -> dict:
     """Return a copy of ``raw`` in the form this project writes.
 
+    * ids must be integers or strings; image sizes positive and at most ``limits.MAX_IMAGE_PIXELS``;
     * image ids are kept when all are unique integers that fit int64, otherwise renumbered 1..N
       (the original goes to ``source_id``); annotation ids likewise, and assigned where missing;
     * every segmentation becomes compressed RLE (``counts`` str, ``size`` [h, w] list);
@@ -226,7 +245,9 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
       (``validate`` reports disagreements rather than this function hiding them).
 
     Raises ``DatasetError`` on what cannot be repaired unambiguously: duplicate image ids, an
-    annotation pointing at no image, an unknown category, an undecodable or wrongly sized mask.
+    annotation pointing at no image, an unknown category, an undecodable or wrongly sized mask;
+    with ``unique_annotation_ids`` (evaluation: each instance is scored once) also on duplicate
+    annotation ids, which are otherwise renumbered.
     """
     for key in ("images", "annotations", "categories"):
         if not isinstance(raw.get(key), list):
@@ -236,7 +257,11 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
         if not isinstance(category, Mapping) or "id" not in category or "name" not in category:
             raise DatasetError(f"{source}: every category needs an id and a name")
         supercategory = category.get("supercategory", "none")
-        categories.append({**category, "id": _category_id(category["id"]), "supercategory": supercategory})
+        try:
+            category_id = _category_id(category["id"])
+        except DatasetError as exc:
+            raise DatasetError(f"{source}: {exc}") from exc
+        categories.append({**category, "id": category_id, "supercategory": supercategory})
     category_ids = [c["id"] for c in categories]
     if len(set(category_ids)) != len(category_ids):
         raise DatasetError(f"{source}: duplicate category ids")
@@ -245,20 +270,22 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
     for image in raw["images"]:
         if not isinstance(image, Mapping) or "id" not in image:
             raise DatasetError(f"{source}: every image needs an id")
+        _check_id(image["id"], f"{source}: image id")
         for key in ("file_name", "height", "width"):
             if key not in image:
                 raise DatasetError(f"{source}: image {image['id']!r} has no {key!r}")
         raw_image_ids.append(image["id"])
-    keys = [repr(v) if not isinstance(v, (int, str)) else v for v in raw_image_ids]
-    if len(set(keys)) != len(keys):
-        raise DatasetError(f"{source}: duplicate image ids")
+    duplicates = _duplicate_ids(raw_image_ids)
+    if duplicates:
+        raise DatasetError(f"{source}: duplicate image ids (first: {duplicates[0]!r})")
     keep_image_ids = all(_is_portable_id(v) for v in raw_image_ids)
     id_map: dict[Any, int] = {}
     images = []
     sizes: dict[int, tuple[int, int]] = {}
     for index, image in enumerate(raw["images"]):
         new_id = image["id"] if keep_image_ids else index + 1
-        entry = {**image, "id": new_id, "height": int(image["height"]), "width": int(image["width"])}
+        height, width = check_image_size(image["height"], image["width"], f"{source}: image {image['id']!r}")
+        entry = {**image, "id": new_id, "height": height, "width": width}
         if not keep_image_ids:
             entry["source_id"] = image["id"]
         id_map[image["id"]] = new_id
@@ -266,13 +293,22 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
         images.append(entry)
 
     raw_ann_ids = [a.get("id") if isinstance(a, Mapping) else None for a in raw["annotations"]]
-    keep_ann_ids = all(_is_portable_id(v) for v in raw_ann_ids) and len(set(raw_ann_ids)) == len(raw_ann_ids)
+    for value in raw_ann_ids:
+        if value is not None:
+            _check_id(value, f"{source}: annotation id")
+    duplicates = _duplicate_ids(raw_ann_ids)
+    if duplicates and unique_annotation_ids:
+        raise DatasetError(f"{source}: annotation id {duplicates[0]!r} is used more than once "
+                           f"({len(duplicates)} duplicate(s)); each instance must have its own id")
+    keep_ann_ids = all(_is_portable_id(v) for v in raw_ann_ids) and not duplicates
     annotations = []
     for index, annotation in enumerate(raw["annotations"]):
         if not isinstance(annotation, Mapping):
             raise DatasetError(f"{source}: annotation #{index} is not an object")
         where = f"{source}: annotation {annotation.get('id', f'#{index}')!r}"
         image_key = annotation.get("image_id")
+        if image_key is not None:
+            _check_id(image_key, f"{where}: image_id")
         if image_key not in id_map and isinstance(image_key, str) and image_key.isdigit():
             image_key = int(image_key)
         if image_key not in id_map:
@@ -304,9 +340,9 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO") -> dict:
     return result
 
 
-def load_coco(path: str | Path) -> dict:
+def load_coco(path: str | Path, *, unique_annotation_ids: bool = False) -> dict:
     """Read a COCO JSON file in any supported variant and return it normalised (see ``normalise_coco``)."""
     raw = read_json(path)
     if not isinstance(raw, Mapping):
         raise DatasetError(f"{path}: a COCO file must hold a JSON object")
-    return normalise_coco(raw, source=str(path))
+    return normalise_coco(raw, source=str(path), unique_annotation_ids=unique_annotation_ids)

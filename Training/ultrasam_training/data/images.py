@@ -3,6 +3,10 @@
 PIL reads the common 2-D formats; SimpleITK takes the rest (.mha, .nrrd, .nii with one slice).
 An image that is already an 8-bit PNG is copied byte for byte (lossless and fast); anything else
 is windowed to 8 bit and written as PNG.
+
+Every reader checks the size a file's header declares against ``limits.MAX_IMAGE_PIXELS`` before
+decoding, so a decompression bomb (a tiny PNG declaring 60000 x 60000) is a ``DatasetError``
+naming the file, which converters report as a skipped sample, not a process out of memory.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ultrasam_training.data.errors import DatasetError
+from ultrasam_training.data.limits import check_pixel_count
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".mha", ".mhd", ".nrrd", ".nii", ".nii.gz")
 EIGHT_BIT_MODES = ("L", "RGB", "RGBA")
@@ -26,7 +31,11 @@ def _read_with_simpleitk(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
     try:
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        check_pixel_count(reader.GetSize(), str(path))
+        array = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
         raise DatasetError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from exc
     array = np.squeeze(array)
@@ -42,12 +51,13 @@ def read_array(path: str | Path) -> np.ndarray:
         raise DatasetError(f"missing file {path}")
     try:
         with Image.open(path) as image:
+            check_pixel_count(image.size, str(path))
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             return np.asarray(image)
     except UnidentifiedImageError:
         return _read_with_simpleitk(path)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -59,11 +69,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            check_pixel_count((width, height), str(path))
             return height, width
     except UnidentifiedImageError:
         array = _read_with_simpleitk(path)
         return int(array.shape[0]), int(array.shape[1])
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -112,7 +123,7 @@ def is_eight_bit_png(path: str | Path) -> bool:
     try:
         with Image.open(path) as image:
             return image.format == "PNG" and image.mode in EIGHT_BIT_MODES
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return False
 
 

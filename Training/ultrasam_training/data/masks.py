@@ -16,8 +16,12 @@ from pycocotools import mask as mask_utils
 from skimage import measure
 
 from ultrasam_training.data.errors import DatasetError
+from ultrasam_training.data.limits import MAX_OUTLINE_FACTOR, POLYGON_MARGIN, check_image_size, is_finite_number
 
 RLE = dict  # {"size": [h, w], "counts": str}
+#: characters of one number in a compressed RLE string: 6 x 5 bits hold any run of an image under
+#: the pixel cap; pycocotools shifts a C ``int`` by 5 x k bits, undefined from 7 characters on
+MAX_RLE_NUMBER_CHARS = 6
 
 
 def encode_mask(mask: np.ndarray) -> RLE:
@@ -70,7 +74,7 @@ def _parse_size(size: Any) -> list[int]:
             raise DatasetError(f"RLE size {size!r} is not [height, width]") from exc
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) for v in size)):
         raise DatasetError(f"RLE size {size!r} is not [height, width]")
-    if any(int(v) != v or v < 0 for v in size):
+    if any(not is_finite_number(v) or int(v) != v or v < 0 for v in size):
         raise DatasetError(f"RLE size {size!r} must hold two non-negative integers")
     return [int(size[0]), int(size[1])]
 
@@ -98,29 +102,91 @@ def _parse_counts(counts: Any) -> str | list[int]:
     return counts
 
 
+def compressed_runs(counts: str) -> np.ndarray:
+    """Run lengths of a compressed RLE string, decoded as pycocotools' ``rleFrString`` does (in int64).
+
+    Decoding here first lets a corrupt string be refused before the C decoder trusts it: runs
+    summing past height x width make ``rleDecode`` write past its buffer (SIGSEGV), a string
+    ending inside a number makes ``rleFrString`` read past its end.
+    """
+    codes = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    more = (codes & 0x20) != 0
+    if more[-1]:
+        raise DatasetError("compressed RLE does not decode: the string ends inside a number")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > MAX_RLE_NUMBER_CHARS:
+        raise DatasetError(f"compressed RLE does not decode: a number spans over {MAX_RLE_NUMBER_CHARS} characters")
+    position = np.arange(codes.size) - np.repeat(starts, lengths)
+    values = np.add.reduceat((codes & 0x1F) << (5 * position), starts)
+    values -= ((codes[ends] & 0x10) != 0) * (np.int64(1) << (5 * lengths))  # sign of the last 5-bit group
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])  # from the 4th number on, each is a delta to the one two before
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+def _check_compressed_runs(counts: str, height: int, width: int) -> None:
+    runs = compressed_runs(counts)
+    if (runs < 0).any():
+        raise DatasetError("compressed RLE is corrupt (a run of negative length)")
+    total = int(runs.sum())
+    if total != height * width:
+        raise DatasetError(f"compressed RLE is corrupt (its runs cover {total} pixels, not height x width = {height * width})")
+
+
+def _check_polygon_extent(polygons: list[list[float]], height: int, width: int) -> None:
+    """Refuse vertices far outside the image and outlines so long that pycocotools would exhaust memory."""
+    outline = 0.0
+    for polygon in polygons:
+        points = np.asarray(polygon, np.float64).reshape(-1, 2)
+        low = -POLYGON_MARGIN * np.array([width, height])
+        if (points < low).any() or (points > np.array([width, height]) - low).any():
+            raise DatasetError(
+                f"polygon vertices lie more than {POLYGON_MARGIN:g} image width/height outside the {height}x{width} image"
+            )
+        steps = np.abs(np.diff(np.vstack([points, points[:1]]), axis=0)).max(axis=1)
+        outline += float(steps.sum())
+    if outline > MAX_OUTLINE_FACTOR * (height + width):
+        raise DatasetError(
+            f"polygon outline of {outline:.0f} px is over {MAX_OUTLINE_FACTOR} x (height + width) of the image"
+        )
+
+
+def _polygons_to_rle(segmentation: list, height: int, width: int) -> RLE:
+    if not segmentation:
+        raise DatasetError("empty polygon list")
+    polygons = []
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise DatasetError("a polygon needs an even number (>= 6) of coordinates")
+        if not all(is_finite_number(v) for v in polygon):
+            raise DatasetError("polygon coordinates must be finite numbers")
+        polygons.append([float(v) for v in polygon])
+    _check_polygon_extent(polygons, height, width)
+    merged = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    return {"size": [height, width], "counts": merged["counts"].decode("ascii")}
+
+
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> RLE:
     """Normalise any COCO ``segmentation`` of an image of ``height`` x ``width`` to compressed RLE.
 
     Polygons of one annotation are merged into one mask (they describe one object).
-    Raises ``DatasetError`` when the segmentation is malformed or sized for another image.
+    Raises ``DatasetError`` when the segmentation is malformed or sized for another image, and
+    before any pycocotools call when the image size or the segmentation could crash it (see
+    ``ultrasam_training.data.limits``).
     """
+    height, width = check_image_size(height, width, "image")
     if isinstance(segmentation, list):
-        if not segmentation:
-            raise DatasetError("empty polygon list")
-        polygons = []
-        for polygon in segmentation:
-            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
-                raise DatasetError("a polygon needs an even number (>= 6) of coordinates")
-            if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in polygon):
-                raise DatasetError("polygon coordinates must be finite numbers")
-            polygons.append([float(v) for v in polygon])
-        merged = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        return {"size": [int(height), int(width)], "counts": merged["counts"].decode("ascii")}
+        return _polygons_to_rle(segmentation, height, width)
     if not isinstance(segmentation, Mapping) or "counts" not in segmentation or "size" not in segmentation:
         raise DatasetError("segmentation is neither a polygon list nor an RLE dict with size and counts")
     size = _parse_size(segmentation["size"])
-    if size != [int(height), int(width)]:
-        raise DatasetError(f"RLE size {size} differs from the image size {[int(height), int(width)]}")
+    if size != [height, width]:
+        raise DatasetError(f"RLE size {size} differs from the image size {[height, width]}")
     counts = _parse_counts(segmentation["counts"])
     if isinstance(counts, list):
         if sum(counts) != size[0] * size[1]:
@@ -129,14 +195,15 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> RLE:
         return {"size": size, "counts": rle["counts"].decode("ascii")}
     if not counts:
         raise DatasetError("compressed RLE counts are empty")
+    _check_compressed_runs(counts, height, width)
     return _canonical_rle({"size": size, "counts": counts})
 
 
 def _canonical_rle(rle: RLE) -> RLE:
     """Check a compressed RLE really decodes to its size, and return it in canonical form.
 
-    pycocotools does not always reject a truncated string: it can return uninitialised memory.
-    A string that round-trips through decode/encode is sound; one that does not is accepted only
+    The runs were checked to cover height x width exactly (``_check_compressed_runs``), so the C
+    decoder neither reads nor writes out of bounds. A string that round-trips through decode/encode is sound; one that does not is accepted only
     if it decodes to 0/1 values whose sum equals the RLE's own area, and is then re-encoded.
     """
     try:

@@ -6,6 +6,10 @@ Examples::
         --shared-data ../shared/data --prompt box point --clicks 10 --out results/litemedsam
     ultrasam evaluate --checkpoint work_dirs/ultrasam_lite/model_final.safetensors --coco val.json \\
         --prompt point --refine --out results/lite_val
+
+A COCO file that would be scored wrongly (duplicate annotation ids, a NaN/inf/empty bbox, ids that
+are not integers or strings, images over the pixel cap) is refused before any model runs;
+``ultrasam data validate FILE.json`` lists all its problems at once.
 """
 
 from __future__ import annotations

@@ -4,18 +4,25 @@ Images are found, in order, under ``image_root`` when one is given, by the proje
 (``resolve_image_path``: relative names against the parent of the ``annotations`` folder), or
 beside the JSON file. Every image is located before any model runs, so a missing file fails
 fast instead of after an hour of inference.
+
+A file that would be scored wrongly is refused before any model runs, never half-scored:
+duplicate annotation ids (one instance would count twice), and an instance whose ``bbox`` is not
+four finite numbers with positive width and height or whose ``area`` is not a finite number
+>= 0 (the box prompt would be NaN, scoring Dice 0; pycocotools would silently ignore a negative
+area). ``ultrasam data validate`` lists every such problem of a file at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ultrasam_training.data.coco import load_coco, resolve_image_path
 from ultrasam_training.data.images import read_array
+from ultrasam_training.data.limits import is_finite_number
 from ultrasam_training.data.masks import decode_annotation_mask
 from ultrasam_training.evaluation.errors import EvaluationError
 
@@ -35,6 +42,20 @@ class EvalImage:
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.entry["height"]), int(self.entry["width"])
+
+
+def check_scorable(annotation: Mapping[str, Any], coco_path: Path) -> None:
+    """Refuse an instance whose ``bbox``/``area`` would silently corrupt its scores (see the module docstring)."""
+    where = f"{coco_path}: annotation {annotation.get('id')!r}"
+    bbox = annotation.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)
+            and bbox[2] > 0 and bbox[3] > 0):
+        raise EvaluationError(f"{where}: bbox {bbox!r} is not four finite numbers with positive width and height; "
+                              "fix the file (`ultrasam data validate` lists every problem)")
+    area = annotation.get("area")
+    if not (is_finite_number(area) and area >= 0):
+        raise EvaluationError(f"{where}: area {area!r} is not a finite number >= 0; "
+                              "fix the file (`ultrasam data validate` lists every problem)")
 
 
 def _locate(coco_path: Path, file_name: str, image_root: Path | None) -> Path:
@@ -65,10 +86,11 @@ class EvalDataset:
         coco_path = Path(coco_path)
         if limit is not None and limit < 1:
             raise EvaluationError(f"limit must be a positive number of images, not {limit}")
-        coco = load_coco(coco_path)
+        coco = load_coco(coco_path, unique_annotation_ids=True)
         by_image: dict[Any, list[dict]] = {}
         for annotation in coco["annotations"]:
             if not annotation.get("iscrowd", 0):
+                check_scorable(annotation, coco_path)
                 by_image.setdefault(annotation["image_id"], []).append(annotation)
         root = Path(image_root) if image_root is not None else None
         images = []

@@ -24,6 +24,9 @@ from typing import Any, Iterable, Sequence
 from ultrasam.atomic import atomic_write, refuse_existing, write_text_atomic
 from ultrasam_training.evaluation.runner import EvaluationResult, refine_label
 
+#: a spreadsheet reads a cell starting with one of these as a formula (CSV injection, OWASP)
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
 BASE_COLUMNS = ("dataset", "prompt", "model", "refine", "n", "mAP", "mAP@50", "mean Dice", "mean IoU", "NoC@85", "NoC@90")
 
 
@@ -81,13 +84,41 @@ def markdown_table(results: Sequence[EvaluationResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def neutralise_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text starting with a formula trigger gets a leading ``'``.
+
+    File names and dataset names come from the COCO file, so ``=HYPERLINK(...)`` would otherwise
+    run when the CSV is opened (OWASP CSV injection). Numbers (also as text, e.g. ``-0.5``) and the
+    tables' lone ``-`` (no refine setting) are no formula and stay as they are.
+    """
+    if not isinstance(value, str) or not value.startswith(FORMULA_TRIGGERS):
+        return value
+    if value == "-" or _is_number_text(value):
+        return value
+    return "'" + value
+
+
+def _csv_line(cells: Sequence[Any]) -> str:
+    """One ``\n``-terminated CSV line; a cell holding a CR is quoted (with a plain ``\n`` terminator the
+    csv module would leave it bare, and readers would split the row there)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\r\n").writerow([neutralise_cell(cell) for cell in cells])
+    return buffer.getvalue()[:-2] + "\n"
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """CSV of ``rows`` (None -> empty cell), every cell and header neutralised (see ``neutralise_cell``)."""
+    lines = [_csv_line(columns)]
+    lines += [_csv_line(["" if row.get(c) is None else row.get(c) for c in columns]) for row in rows]
+    return "".join(lines)
 
 
 def summary_csv(results: Sequence[EvaluationResult]) -> str:

@@ -123,7 +123,9 @@ def convert(
         if class_name != "normal" and not any(mask.any() for _, mask in foreground):
             report.skip(source_path, f"{class_name} image with empty mask(s)")
             continue
-        file_name = output.place_image(image_path, report)
+        file_name = output.place_image_or_skip(image_path, report, source_path)
+        if file_name is None:
+            continue
         image_id = builder.add_image(file_name, height, width, source_path=source_path, class_labels=[class_name])
         added = sum(
             builder.add_mask(image_id, mask, category_id, source_mask=f"{class_name}/{mask_path.name}")

@@ -163,7 +163,9 @@ def convert(
             else:
                 patient_id = match.group(1)
         labels = [relative.parent.name] if class_from_folder and relative.parent.name else []
-        file_name = output.place_image(image_path, report)
+        file_name = output.place_image_or_skip(image_path, report, source_path)
+        if file_name is None:
+            continue
         image_id = builder.add_image(
             file_name, height, width, source_path=source_path, patient_id=patient_id, class_labels=labels
         )

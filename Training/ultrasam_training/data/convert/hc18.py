@@ -141,7 +141,9 @@ def convert(
             continue
         if method != "fill":
             report.note(f"{image_path.name}: outline leaves the image; head filled from a fitted ellipse")
-        file_name = output.place_image(image_path, report)
+        file_name = output.place_image_or_skip(image_path, report, image_path.name)
+        if file_name is None:
+            continue
         image_id = builder.add_image(file_name, height, width, source_path=image_path.name, patient_id=subject)
         report.instances += builder.add_mask(image_id, head, category_id, source_mask=annotation_path.name)
         report.images += 1

@@ -208,7 +208,9 @@ def convert(
         if (height, width) != (image["height"], image["width"]):
             report.skip(image["file_name"], f"file is {width}x{height}, COCO says {image['width']}x{image['height']}")
             continue
-        file_name = output.place_image(source, report)
+        file_name = output.place_image_or_skip(source, report, image["file_name"])
+        if file_name is None:
+            continue
         image_id = builder.add_image(
             file_name, height, width, source_path=source.relative_to(folder).as_posix(), split=split
         )

@@ -8,6 +8,9 @@ Image modes:
 
 Symlink and reference fall back to writing a PNG for files training could not read directly
 (16-bit, float, medical formats), and say so in the report.
+
+A file that turns out unreadable while being placed (truncated, over the pixel cap) is a
+``DatasetError``; ``place_image_or_skip`` turns it into a skipped sample named in the report.
 """
 
 from __future__ import annotations
@@ -37,8 +40,17 @@ def _directly_readable(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             return image.format in ("PNG", "JPEG") and image.mode in EIGHT_BIT_MODES
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return False
+
+
+def _verify_png(path: Path) -> None:
+    """Refuse a PNG that is copied without decoding if its chunks are truncated or corrupt."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
 class DatasetOutput:
@@ -79,11 +91,20 @@ class DatasetOutput:
             if self.image_mode != "copy":
                 report.note(f"{source.name}: not an 8-bit PNG/JPEG, written as {name} instead of {self.image_mode}")
             if is_eight_bit_png(source):
+                _verify_png(source)
                 copy_file(source, self.images_dir / name)
             else:
                 write_png(read_array(source), self.images_dir / name)
         self._written.add(name)
         return f"images/{name}"
+
+    def place_image_or_skip(self, source: str | Path, report: ConversionReport, source_path: str) -> str | None:
+        """``place_image``, or None with ``source_path`` named as skipped when the file cannot be read."""
+        try:
+            return self.place_image(source, report)
+        except DatasetError as exc:
+            report.skip(source_path, str(exc))
+            return None
 
     def place_array(self, pixels: np.ndarray) -> str:
         """Write decoded pixels (a slice, a video frame, an array file) as the next 8-bit PNG.

@@ -2,8 +2,9 @@
 
 A converter only knows its dataset's layout. It yields :class:`Sample` objects (a source path
 for the report, ids and labels, and a ``load`` callable) and :func:`convert_samples` does the rest
-the same way for all 43 datasets: load lazily, skip and name a bad pair (unreadable file, size
-mismatch, missing mask), leave out images without any structure unless asked (counted in the
+the same way for all 43 datasets: load lazily, skip and name a bad pair (unreadable or truncated
+file, decompression bomb over ``limits.MAX_IMAGE_PIXELS``, size mismatch, missing mask) and go on
+with the next, leave out images without any structure unless asked (counted in the
 report), place the image (file copied/linked, or pixels written as PNG), add one instance per
 connected component per structure, and write ``annotations/<dataset>__coco.json`` with its report.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ultrasam_training.data.coco import CocoBuilder
@@ -24,7 +26,7 @@ from ultrasam_training.data.images import image_size, read_array
 from ultrasam_training.data.report import ConversionReport
 
 #: errors a bad raw file raises while being read; anything else is a bug and propagates
-READ_ERRORS = (DatasetError, OSError, ValueError, KeyError, IndexError, RuntimeError)
+READ_ERRORS = (DatasetError, OSError, ValueError, KeyError, IndexError, RuntimeError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -113,7 +115,9 @@ def convert_samples(
         if isinstance(loaded.image, np.ndarray):
             file_name = output.place_array(loaded.image)
         else:
-            file_name = output.place_image(loaded.image, report)
+            file_name = output.place_image_or_skip(loaded.image, report, sample.source_path)
+            if file_name is None:
+                continue
         image_id = builder.add_image(
             file_name, height, width, source_path=sample.source_path, patient_id=sample.patient_id,
             case_id=sample.case_id, class_labels=sample.class_labels, split=sample.split, **sample.extra,

@@ -15,6 +15,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from ultrasam_training.data.errors import DatasetError
+from ultrasam_training.data.limits import check_volume_size
 
 View = Literal["axial", "coronal", "sagittal"]
 VIEWS: tuple[str, ...] = ("axial", "coronal", "sagittal")
@@ -24,6 +25,7 @@ _ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
 def read_volume(path: str | Path) -> np.ndarray:
     """``(z, y, x)`` (or ``(t, y, x)``) array of a volume file; a 2-D file gives one slice ``(1, y, x)``.
 
+    The header's size is checked against ``limits.MAX_VOLUME_VOXELS`` before any voxel is decoded.
     Multi-component pixels (``(z, y, x, c)``) are returned as they are.
     """
     import SimpleITK as sitk
@@ -32,7 +34,11 @@ def read_volume(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"missing file {path}")
     try:
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        check_volume_size(reader.GetSize(), str(path))  # before decoding: a header can declare anything
+        array = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
         raise DatasetError(f"cannot read volume {path}: {str(exc).strip().splitlines()[-1]}") from exc
     if array.ndim == 2:
