@@ -8,7 +8,8 @@ replaced even by a racing writer.
 
 Temporary files are named ``.tmp-<pid>-<hex>-<name>`` (``pid``: the writing process). A writer
 killed outright (``kill -9``, power loss) cannot remove its own, so every write first sweeps the
-destination folder for temporaries *of the same destination name* and removes
+destination folder for temporaries *of the same destination name* (one folder scan serves a
+minute of writes) and removes
 
 * those whose writer is gone: its pid no longer exists on this machine and the file has been
   untouched for :data:`DEAD_WRITER_GRACE_S` seconds (the grace spares a live writer on another
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -38,6 +40,8 @@ from ultrasam.errors import OutputExistsError, UltraSamError
 
 STALE_AFTER_S = 3600.0
 DEAD_WRITER_GRACE_S = 60.0
+SCAN_REUSE_S = 60.0
+_SCANS: dict[str, tuple[float, dict[str, list[tuple[str, str | None]]]]] = {}
 _TEMP_NAME = re.compile(r"\.tmp-(?:(?P<pid>\d{1,10})-)?[0-9a-f]{12}-(?P<name>.+)", re.DOTALL)
 
 
@@ -87,31 +91,52 @@ def _windows_pid_alive(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
-def _is_stale(entry: os.DirEntry, pid: str | None, now: float) -> bool:
+def _is_stale(path: str, pid: str | None, now: float) -> bool:
     """The sweep rule of the module docstring for one temporary file."""
-    age = now - entry.stat(follow_symlinks=False).st_mtime
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode):
+        return False
+    age = now - status.st_mtime
     if pid is None:
         return age >= STALE_AFTER_S
     return int(pid) != os.getpid() and age >= DEAD_WRITER_GRACE_S and not pid_alive(int(pid))
+
+
+def _temporaries_by_name(folder: Path) -> dict[str, list[tuple[str, str | None]]]:
+    """Temporaries in ``folder`` grouped by destination name: (path, pid or None).
+
+    One scan serves every write into the folder for :data:`SCAN_REUSE_S` seconds, so writing
+    n files into one folder stays O(n), not O(n^2) (a dataset folder holds 10^5 images).
+    """
+    key = str(folder)
+    now = time.monotonic()
+    cached = _SCANS.get(key)
+    if cached is not None and now - cached[0] < SCAN_REUSE_S:
+        return cached[1]
+    index: dict[str, list[tuple[str, str | None]]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match:
+                index.setdefault(match["name"], []).append((entry.path, match["pid"]))
+    _SCANS[key] = (now, index)
+    return index
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
     """Remove leftover temporaries of ``path`` from killed writers; best effort, returns what went."""
     path = Path(path)
     removed: list[Path] = []
-    now = time.time()
     try:
-        entries = list(os.scandir(path.parent))
+        candidates = _temporaries_by_name(path.parent).pop(path.name, [])
     except OSError:
         return removed
-    for entry in entries:
-        match = _TEMP_NAME.fullmatch(entry.name)
-        if not match or match["name"] != path.name:
-            continue
+    now = time.time()
+    for candidate, pid in candidates:
         try:
-            if entry.is_file(follow_symlinks=False) and _is_stale(entry, match["pid"], now):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            if _is_stale(candidate, pid, now):
+                os.unlink(candidate)
+                removed.append(Path(candidate))
         except OSError:
             continue  # gone already, or not ours to remove: never fail a write over a sweep
     return removed
