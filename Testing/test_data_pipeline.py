@@ -30,7 +30,8 @@ from ultrasam_training.data import registry
 from ultrasam_training.data.agnostic import make_class_agnostic
 from ultrasam_training.data.build import build_shared_splits
 from ultrasam_training.data.coco import CocoBuilder, decode_annotation_mask, load_coco, resolve_image_path, write_coco
-from ultrasam_training.data.convert import busi, generic, hc18, mmotu, run_converter
+from ultrasam_training.data.convert import ConvertOptions, busi, hc18, mmotu, run_converter
+from ultrasam_training.data.convert.samples import EMPTY_EXCLUDED
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.filters import cap_instances, filter_small_objects
 from ultrasam_training.data.masks import encode_mask, segmentation_to_rle
@@ -81,9 +82,9 @@ def _column_major_runs(mask: np.ndarray) -> list[int]:
 def converted(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
     return {
-        "busi": busi.convert(data_dir / "busi", out / "busi", image_mode="reference", progress=False),
-        "hc18": hc18.convert(data_dir / "hc18", out / "hc18", image_mode="reference", progress=False),
-        "mmotu_2d": mmotu.convert(data_dir / "mmotu_sample", out / "mmotu_2d", image_mode="copy", progress=False),
+        "busi": busi.convert(data_dir / "busi", out / "busi", ConvertOptions(image_mode="reference", progress=False)),
+        "hc18": hc18.convert(data_dir / "hc18", out / "hc18", ConvertOptions(image_mode="reference", progress=False)),
+        "mmotu_2d": mmotu.convert(data_dir / "mmotu_sample", out / "mmotu_2d", ConvertOptions(progress=False)),
     }
 
 
@@ -116,13 +117,91 @@ def test_every_converter_takes_the_common_options_and_refuses_a_foreign_folder(k
     from ultrasam_training.data.convert import converter_module
 
     options = inspect.signature(converter_module(key).convert).parameters
-    assert {"raw_dir", "out_dir", "image_mode", "overwrite", "limit", "progress"} <= set(options), key
+    assert list(options) == ["raw_dir", "out_dir", "options"], key
     foreign = tmp_path / "raw"
     (foreign / "something").mkdir(parents=True)
     (foreign / "something" / "notes.txt").write_text("not a dataset")
-    with pytest.raises(DatasetError):
-        run_converter(key, foreign, tmp_path / "out", progress=False)
+    with pytest.raises(DatasetError, match="(?s)^(?!.*does not take)"):  # keep_empty is every converter's option
+        run_converter(key, foreign, tmp_path / "out", progress=False, keep_empty=True)
     assert not (tmp_path / "out" / "annotations").exists()  # nothing written for a refused folder
+
+
+# ---------------------------------------------------------------- keep_empty: one rule for every converter
+
+
+def _png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _scan() -> np.ndarray:
+    return (np.add.outer(np.arange(32), np.arange(40)) % 200 + 20).astype(np.uint8)
+
+
+def _square() -> np.ndarray:
+    mask = np.zeros((32, 40), np.uint8)
+    mask[8:20, 10:24] = 255
+    return mask
+
+
+def _busi_raw(raw: Path) -> str:
+    root = raw / "Dataset_BUSI_with_GT"
+    _png(_scan(), root / "benign" / "benign (1).png")
+    _png(_square(), root / "benign" / "benign (1)_mask.png")
+    _png(_scan(), root / "normal" / "normal (1).png")
+    _png(np.zeros((32, 40), np.uint8), root / "normal" / "normal (1)_mask.png")
+    return "normal/normal (1).png"
+
+
+def _hc18_raw(raw: Path) -> str:
+    outline = cv2.ellipse(np.zeros((32, 40), np.uint8), (20, 16), (12, 9), 0, 0, 360, 255, 1)
+    for name, annotation in (("001_HC", outline), ("002_HC", np.zeros((32, 40), np.uint8))):
+        _png(_scan(), raw / "training_set" / f"{name}.png")
+        _png(annotation, raw / "training_set" / f"{name}_Annotation.png")
+    return "002_HC.png"
+
+
+def _generic_raw(raw: Path) -> str:
+    for name, mask in (("a.png", _square()), ("b.png", np.zeros((32, 40), np.uint8))):
+        _png(_scan(), raw / "images" / name)
+        _png(mask, raw / "masks" / name)
+    return "b.png"
+
+
+def _mmotu_coco_raw(raw: Path) -> str:
+    rle = mask_utils.encode(np.asfortranarray(_square() > 0))
+    images = [{"id": n, "file_name": name, "height": 32, "width": 40} for n, name in enumerate(("a.png", "b.png"))]
+    annotation = {"id": "x", "image_id": 0, "category_id": 1, "iscrowd": 0,
+                  "segmentation": {"size": [32, 40], "counts": rle["counts"].decode()}}
+    for image in images:
+        _png(_scan(), raw / image["file_name"])
+    (raw / "sample.json").write_text(json.dumps(
+        {"images": images, "annotations": [annotation], "categories": [{"id": 1, "name": "tumour"}]}))
+    return "b.png"
+
+
+@pytest.mark.parametrize("key, build", [("busi", _busi_raw), ("hc18", _hc18_raw), ("generic", _generic_raw),
+                                        ("mmotu_2d", _mmotu_coco_raw)])
+def test_keep_empty_keeps_images_without_structure(key, build, tmp_path):
+    """The converters that once had their own rule (BUSI's keep_normal, HC18 and MMOTU's COCO form
+    without one, generic's skip) now exclude a structure-less image and keep it on keep_empty."""
+    empty = build(tmp_path / "raw")
+    left_out = run_converter(key, tmp_path / "raw", tmp_path / "out", progress=False)
+    assert left_out.images == 1 and left_out.empty == [] and left_out.skipped == []
+    assert [(p.path, p.reason) for p in left_out.excluded] == [(empty, EMPTY_EXCLUDED)]
+    kept = run_converter(key, tmp_path / "raw", tmp_path / "kept", progress=False, keep_empty=True)
+    assert kept.images == 2 and kept.empty == [empty] and kept.excluded == []
+    assert kept.instances == left_out.instances == 1
+    assert validate(kept.coco_path, check_files=True) == []
+
+
+def test_cli_keep_normal_is_a_deprecated_keep_empty(tmp_path, capsys):
+    _busi_raw(tmp_path / "raw")
+    for flag, out in (("--keep-normal", "a"), ("--keep-empty", "b")):
+        assert cli_main(["data", "convert", "busi", str(tmp_path / "raw"), str(tmp_path / out), flag]) == 0
+        captured = capsys.readouterr()
+        assert "busi: 2 images" in captured.out and "1 images kept without any instance" in captured.out
+        assert ("deprecated" in captured.err) == (flag == "--keep-normal")
 
 
 # ---------------------------------------------------------------- BUSI
@@ -179,9 +258,10 @@ def test_busi_second_lesion_masks_are_separate_instances(converted, data_dir):
         np.testing.assert_array_equal(union, expected)
 
 
-def test_busi_subset_keep_normal_and_byte_copies(data_dir, tmp_path):
+def test_busi_subset_keep_empty_and_byte_copies(data_dir, tmp_path):
     only = ["normal/normal (1).png", "benign/benign (100).png", "malignant/malignant (19).png", "benign/nope.png"]
-    report = busi.convert(data_dir / "busi", tmp_path, only=only, keep_normal=True, progress=False)
+    options = ConvertOptions(keep_empty=True, progress=False, extra={"only": only})
+    report = busi.convert(data_dir / "busi", tmp_path, options)
     assert report.images == 3
     assert report.empty == ["normal/normal (1).png"]
     assert [(p.path, p.reason) for p in report.skipped] == [("benign/nope.png", "requested but not found")]
@@ -204,7 +284,7 @@ def test_busi_bad_pairs_are_skipped_and_named(data_dir, tmp_path):
     small = Image.open(src / "benign (2)_mask.png").resize((40, 30))
     small.save(raw / "benign (2)_mask.png")  # size mismatch
     (raw / "benign (3)_mask.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # unreadable
-    report = busi.convert(tmp_path / "raw", tmp_path / "out", progress=False)
+    report = busi.convert(tmp_path / "raw", tmp_path / "out", ConvertOptions(progress=False))
     reasons = {p.path: p.reason for p in report.skipped}
     assert set(reasons) == {"benign/benign (1).png", "benign/benign (2).png", "benign/benign (3).png"}
     assert "no <name>_mask.png" in reasons["benign/benign (1).png"]
@@ -216,10 +296,12 @@ def test_busi_bad_pairs_are_skipped_and_named(data_dir, tmp_path):
 
 def test_converting_twice_needs_overwrite(data_dir, tmp_path):
     only = ["benign/benign (1).png"]
-    busi.convert(data_dir / "busi", tmp_path, only=only, progress=False)
+    run_converter("busi", data_dir / "busi", tmp_path, only=only, progress=False)
     with pytest.raises(OutputExistsError):
-        busi.convert(data_dir / "busi", tmp_path, only=only, progress=False)
-    report = busi.convert(data_dir / "busi", tmp_path, only=only, overwrite=True, image_mode="symlink", progress=False)
+        run_converter("busi", data_dir / "busi", tmp_path, only=only, progress=False)
+    report = run_converter(
+        "busi", data_dir / "busi", tmp_path, only=only, overwrite=True, image_mode="symlink", progress=False
+    )
     link = tmp_path / "images" / "busi__00000.png"
     assert link.is_symlink() and report.images == 1
     with pytest.raises(OutputExistsError):
@@ -484,9 +566,10 @@ def test_generic_converter_pairs_maps_and_reports(tmp_path):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(raw / "imgs" / "p02" / "scan4.tif")  # no mask
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(raw / "imgs" / "p02" / "scan5.png")
     Image.fromarray(np.ones((31, 40), np.uint8)).save(raw / "labels" / "p02" / "scan5_label.png")  # wrong size
-    report = generic.convert(
-        raw, tmp_path / "out", dataset="toy", image_dir="imgs", mask_dir="labels", mask_pattern="{stem}_label.png",
-        categories={1: "lesion", 2: "cyst"}, recursive=True, patient_pattern=r"^(p\d+)/", progress=False,
+    report = run_converter(
+        "generic", raw, tmp_path / "out", dataset="toy", image_dir="imgs", mask_dir="labels",
+        mask_pattern="{stem}_label.png", categories={1: "lesion", 2: "cyst"}, recursive=True,
+        patient_pattern=r"^(p\d+)/", progress=False,
     )
     reasons = {p.path: p.reason for p in report.skipped}
     assert set(reasons) == {"p02/scan4.tif", "p02/scan5.png"}
@@ -517,8 +600,9 @@ def test_generic_converter_colour_masks_and_shared_folder(tmp_path):
     Image.fromarray(image).save(raw / "a.png")
     Image.fromarray(colour).save(raw / "a_mask.png")
     Image.fromarray((colour[..., 1] > 0).astype(np.uint8) * 255).save(raw / "a_mask_1.png")
-    grey = generic.convert(
-        tmp_path / "raw", tmp_path / "grey", image_dir="all", mask_dir="all", mask_pattern="{stem}_mask.png", progress=False
+    grey = run_converter(
+        "generic", tmp_path / "raw", tmp_path / "grey", image_dir="all", mask_dir="all", mask_pattern="{stem}_mask.png",
+        progress=False,
     )
     assert grey.images == 0 and "colour mask" in grey.skipped[0].reason  # colours are never guessed
     report = run_converter(

@@ -10,7 +10,7 @@ Typical use::
 from ultrasam_training.data.agnostic import make_class_agnostic
 from ultrasam_training.data.build import build_all, build_shared_splits
 from ultrasam_training.data.coco import CocoBuilder, decode_annotation_mask, load_coco, resolve_image_path, write_coco
-from ultrasam_training.data.convert import run_converter
+from ultrasam_training.data.convert import ConvertOptions, run_converter
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.filters import cap_instances, filter_small_objects
 from ultrasam_training.data.merge import merge_cocos
@@ -20,6 +20,7 @@ from ultrasam_training.data.validate import validate
 
 __all__ = [
     "CocoBuilder",
+    "ConvertOptions",
     "DatasetError",
     "apply_splits",
     "build_all",

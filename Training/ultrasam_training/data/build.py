@@ -24,6 +24,7 @@ from ultrasam_training.data import registry
 from ultrasam_training.data.agnostic import make_class_agnostic
 from ultrasam_training.data.coco import write_coco
 from ultrasam_training.data.convert import run_converter
+from ultrasam_training.data.convert.options import ConvertOptions
 from ultrasam_training.data.errors import DatasetError, OutputExistsError
 from ultrasam_training.data.filters import MIN_FRACTION, MIN_PIXELS, FilterReport, filter_small_objects
 from ultrasam_training.data.jsonio import read_json, write_json
@@ -158,9 +159,10 @@ def build_shared_splits(
     result = BuildResult(paths={})
     outputs: dict[str, list[tuple[dict, Path]]] = {name: [] for name in SHARED_OUTPUTS}
     sources = (("busi", data_root / "busi"), ("hc18", data_root / "hc18"), ("mmotu_2d", data_root / "mmotu_sample"))
+    options = ConvertOptions(image_mode="reference", overwrite=overwrite, progress=progress)
     for key, raw_dir in sources:
         dataset_root = out_root / key
-        report = run_converter(key, raw_dir, dataset_root, image_mode="reference", overwrite=overwrite, progress=progress)
+        report = run_converter(key, raw_dir, dataset_root, options)
         result.conversions.append(report)
         coco = report.coco
         if key == "mmotu_2d":
@@ -231,9 +233,10 @@ def build_all(
     fixed = _fixed_sections(read_json(splits_json)) if splits_json else {}
     result = BuildResult(paths={})
     outputs: dict[str, list[tuple[dict, Path]]] = {"train": [], "val": [], "test": []}
+    options = ConvertOptions(image_mode=image_mode, overwrite=overwrite, progress=progress)
     for key, raw_dir in found.items():
         dataset_root = out_root / key
-        report = run_converter(key, raw_dir, dataset_root, image_mode=image_mode, overwrite=overwrite, progress=progress)
+        report = run_converter(key, raw_dir, dataset_root, options)
         result.conversions.append(report)
         section = fixed.get(key)
         if section:

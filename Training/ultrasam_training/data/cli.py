@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ultrasam_training.data import registry
 from ultrasam_training.data.errors import DatasetError
+
+if TYPE_CHECKING:
+    from ultrasam_training.data.convert.options import ConvertOptions
 
 
 def _image_mode(args: argparse.Namespace) -> str:
@@ -46,7 +50,6 @@ def _generic_options(args: argparse.Namespace) -> dict:
         "recursive": args.recursive,
         "patient_pattern": args.patient_pattern,
         "class_from_folder": args.class_from_folder,
-        "keep_empty": args.keep_empty,
     }
     if args.category:
         options["categories"] = dict(parse_category(text) for text in args.category)
@@ -69,22 +72,28 @@ def _parse_options(texts: list[str]) -> dict:
     return options
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from ultrasam_training.data.convert import GENERIC, run_converter
+def _convert_options(args: argparse.Namespace) -> ConvertOptions:
+    """The one :class:`ConvertOptions` of a ``convert`` command line (flags, ``--option``s, generic flags)."""
+    from ultrasam_training.data.convert import GENERIC
+    from ultrasam_training.data.convert.options import ConvertOptions
 
-    options: dict = {"image_mode": _image_mode(args), "overwrite": args.overwrite}
-    if args.limit is not None:
-        options["limit"] = args.limit
     if args.keep_normal:
-        options["keep_normal"] = True
-    if args.keep_empty:
-        options["keep_empty"] = True
-    options.update(_parse_options(args.option or []))
+        print("--keep-normal is deprecated: use --keep-empty (BUSI's normal images are the ones without a lesion)",
+              file=sys.stderr)
+    keywords: dict = {"image_mode": _image_mode(args), "overwrite": args.overwrite, "limit": args.limit,
+                      "keep_empty": args.keep_empty or args.keep_normal}
+    keywords.update(_parse_options(args.option or []))
     if args.name == GENERIC:
-        options.update(_generic_options(args))
+        keywords.update(_generic_options(args))
     elif args.dataset or args.category:
         raise DatasetError("--dataset/--category apply to the 'generic' converter only")
-    report = run_converter(args.name, args.raw_dir, args.out_dir, **options)
+    return ConvertOptions.from_keywords(**keywords)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ultrasam_training.data.convert import run_converter
+
+    report = run_converter(args.name, args.raw_dir, args.out_dir, _convert_options(args))
     print(report.summary())
     return 0
 
@@ -189,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_image_mode(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--limit", type=int, help="convert only the first N images")
-    p.add_argument("--keep-normal", action="store_true", help="BUSI: keep normal images (no annotations)")
+    p.add_argument("--keep-normal", action="store_true", help="deprecated: same as --keep-empty")
     p.add_argument("--keep-empty", action="store_true",
                    help="keep images, frames and slices without any annotated structure (left out by default)")
     p.add_argument("--option", action="append", metavar="NAME=VALUE",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from ultrasam.atomic import atomic_write
 
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.limits import check_pixel_count
@@ -127,46 +127,17 @@ def is_eight_bit_png(path: str | Path) -> bool:
         return False
 
 
-def _atomic_target(destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def write_png(array: np.ndarray, destination: str | Path) -> None:
-    """Write an array as an 8-bit PNG (atomically)."""
-    destination = Path(destination)
-    array = to_uint8(array)
-    tmp = _atomic_target(destination)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write an array as an 8-bit PNG, atomically (a killed run never leaves half an image)."""
+    pixels = to_uint8(array)
+    atomic_write(destination, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"), overwrite=True)
 
 
 def copy_file(source: str | Path, destination: str | Path) -> None:
-    """Byte copy (atomically)."""
-    destination = Path(destination)
-    tmp = _atomic_target(destination)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Byte copy, atomically."""
+    atomic_write(destination, lambda tmp: shutil.copyfile(source, tmp), overwrite=True)
 
 
 def symlink(source: str | Path, destination: str | Path) -> None:
     """Symbolic link ``destination`` -> absolute ``source`` (replacing a previous link atomically)."""
-    destination = Path(destination)
-    tmp = _atomic_target(destination)
-    tmp.unlink()
-    try:
-        os.symlink(Path(source).resolve(), tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(destination, lambda tmp: os.symlink(Path(source).resolve(), tmp), overwrite=True)

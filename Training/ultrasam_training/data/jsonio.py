@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ultrasam_training.data.errors import DatasetError, OutputExistsError
+from ultrasam.atomic import atomic_write
+
+from ultrasam_training.data.errors import DatasetError
 
 
 def read_json(path: str | Path) -> Any:
@@ -24,21 +24,14 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_json(data: Any, path: str | Path, *, overwrite: bool = False, indent: int | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write ``data`` to ``path`` atomically (``ultrasam.atomic``), streamed rather than built in memory.
 
     Refuses to replace an existing file unless ``overwrite`` is true.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+
+    def dump(temporary: Path) -> None:
+        with temporary.open("w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=indent)
             handle.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, dump, overwrite=overwrite)

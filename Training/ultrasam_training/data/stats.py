@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+from ultrasam.atomic import atomic_write, refuse_existing
 
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.jsonio import read_json
@@ -80,11 +81,9 @@ def plot_stats(stats: list[DatasetStats], path: str | Path, *, overwrite: bool =
     """Bar plots of images and instances per dataset and per organ, saved as PNG (no pyplot state)."""
     from matplotlib.figure import Figure
 
-    from ultrasam_training.data.errors import OutputExistsError
-
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        refuse_existing(path)  # before the plotting work, not only when the file is moved into place
     if not stats:
         raise DatasetError("no datasets to plot")
     organs = per_organ(stats)
@@ -105,11 +104,7 @@ def plot_stats(stats: list[DatasetStats], path: str | Path, *, overwrite: bool =
         axes.set_xlabel("count")
         axes.set_title(title)
         axes.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"), overwrite=overwrite)
 
 
 def find_coco_files(root: str | Path) -> list[Path]:

@@ -15,14 +15,14 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from ultrasam_training.data.convert.busi import natural_key
+from ultrasam_training.data.convert.samples import Loaded, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import IMAGE_SUFFIXES, read_color_mask, read_gray_mask
 from ultrasam_training.data.report import ConversionReport
 
 __all__ = [
-    "binary_mask", "color_masks", "find_root", "index_files", "natural_key", "read_table", "relative",
-    "resize_nearest", "sorted_paths",
+    "binary_mask", "color_masks", "find_root", "index_files", "load_colour_mask", "natural_key", "read_table",
+    "relative", "resize_nearest", "sorted_paths",
 ]
 
 
@@ -116,6 +116,19 @@ def color_masks(
     rest = rgb[~known & rgb.any(axis=-1)]
     unmapped = [tuple(int(v) for v in color) for color in np.unique(rest, axis=0)] if rest.size else []
     return masks, unmapped
+
+
+def load_colour_mask(
+    image: Path, mask: Path, colors: Mapping[tuple[int, int, int], str], source: str, report: ConversionReport,
+    unmapped_are: str,
+) -> Loaded:
+    """An image and one mask per colour of its RGB mask; other colours are noted, never dropped in
+    silence (``unmapped_are`` says what they are not, e.g. ``"neither green nor red"``)."""
+    read_image_file(image)
+    masks, unmapped = color_masks(mask, colors)
+    if unmapped:
+        report.note(f"{source}: mask colours {unmapped[:5]} are {unmapped_are}; left out")
+    return Loaded(image, masks)
 
 
 def resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

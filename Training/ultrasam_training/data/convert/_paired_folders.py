@@ -15,8 +15,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, read_image_file
+from ultrasam_training.data.convert.samples import Loaded, Sample, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size, read_gray_mask
 from ultrasam_training.data.report import ConversionReport

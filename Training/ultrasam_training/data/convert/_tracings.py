@@ -25,8 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ultrasam_training.data.convert._volume_pairs import index_ranges
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample
+from ultrasam_training.data.convert.samples import Loaded, Sample, natural_key
 from ultrasam_training.data.convert.video import read_frames
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport

@@ -27,8 +27,10 @@ from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import READ_ERRORS, Loaded, Sample, convert_samples, unmapped_values
+from ultrasam_training.data.convert.options import ConvertOptions
+from ultrasam_training.data.convert.samples import (
+    READ_ERRORS, Loaded, Sample, convert_samples, natural_key, unmapped_values,
+)
 from ultrasam_training.data.convert.volumes import View, read_volume, slices, window_to_uint8
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -195,26 +197,21 @@ def convert_pairs(
     categories: Sequence[str],
     pairs: Iterable[VolumePair],
     out_dir: str | Path,
+    options: ConvertOptions,
     *,
     report: ConversionReport,
     description: str,
     url: str,
     expected: str,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
     **slicing,
 ) -> ConversionReport:
     """Run every pair's :func:`slice_samples` through :func:`convert_samples`; no pair at all is an error."""
     pairs = list(pairs)
     if not pairs:
         raise DatasetError(f"{dataset}: no image volumes found (expected {expected})")
-    samples = (s for pair in pairs for s in slice_samples(pair, report, keep_empty=keep_empty, **slicing))
+    samples = (s for pair in pairs for s in slice_samples(pair, report, keep_empty=options.keep_empty, **slicing))
     return convert_samples(
-        dataset, categories, samples, out_dir, description=description, url=url, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
+        dataset, categories, samples, out_dir, options, description=description, url=url, report=report,
         unit=slicing.get("unit", "slice"),
     )
 

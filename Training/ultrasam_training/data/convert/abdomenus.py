@@ -18,10 +18,13 @@ split unless ``folder_split=True``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from ultrasam_training.data.convert._labelled_2d import color_masks, find_root, index_files, natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert._labelled_2d import find_root, index_files, load_colour_mask, natural_key
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Sample, convert_samples
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "abdomenus"
@@ -33,16 +36,6 @@ COLORS = {
 }
 DOMAINS = ("RUS", "AUS")
 _SPLITS = {"train": "train", "test": "test", "val": "val"}
-
-
-def _loader(image: Path, mask: Path, source: str, report: ConversionReport):
-    def load() -> Loaded:
-        read_image_file(image)
-        masks, unmapped = color_masks(mask, COLORS)
-        if unmapped:
-            report.note(f"{source}: mask colours {unmapped[:5]} are not in the colour table; left out")
-        return Loaded(image, masks)
-    return load
 
 
 def _index(top: Path, report: ConversionReport) -> dict[tuple[str, str], Path]:
@@ -69,24 +62,18 @@ def _domain_samples(root: Path, domain: str, folder_split: bool, report: Convers
             report.exclude(source, "no annotation file (image not annotated)")
             continue
         split = _SPLITS.get(key[0].split("/")[0].lower()) if folder_split else None
-        samples.append(Sample(source, _loader(image, masks[key], source, report), split=split,
-                              extra={"domain": domain}))
+        load = partial(load_colour_mask, image, masks[key], COLORS, source, report, "not in the colour table")
+        samples.append(Sample(source, load, split=split, extra={"domain": domain}))
     return samples
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    include_aus: bool = False,
-    folder_split: bool = False,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"include_aus": False, "folder_split": False}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert AbdomenUS into ``out_dir``: real (RUS) scans, and the synthetic AUS ones if ``include_aus``."""
+    include_aus, folder_split = options.extras(OPTIONS, DATASET).values()
     root = find_root(raw_dir, lambda d: any((d / domain / "images").is_dir() for domain in DOMAINS),
                      "abdominal_US/{RUS,AUS}/{images,annotations}/{train,test}/")
     report = ConversionReport(DATASET)
@@ -98,7 +85,6 @@ def convert(
         for sample in aus:
             report.exclude(sample.source_path, "AUS: synthetic image rendered from CT (include_aus=True keeps it)")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir,
-        description="AbdomenUS: abdominal ultrasound simulation and segmentation", url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="AbdomenUS: abdominal ultrasound simulation and segmentation", url=URL, report=report,
     )

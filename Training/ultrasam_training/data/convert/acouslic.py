@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ultrasam_training.data.convert._volume_pairs import VolumePair, convert_pairs, find_root, pair_files
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "acouslic"
@@ -50,16 +51,7 @@ def _planes(label_slice: np.ndarray) -> list[str]:
     return [name for value, name in PLANES.items() if np.any(label_slice == value)]
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the ACOUSLIC-AI training sweeps into ``out_dir`` (one image per annotated frame)."""
     root = find_root(raw_dir, ["acouslic-ai-train-set"], lambda p: (p / IMAGES).is_dir(), EXPECTED)
     report = ConversionReport(DATASET)
@@ -71,7 +63,6 @@ def convert(
         for uuid, image, label in pair_files(images, masks, root, report)
     ]
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="ACOUSLIC-AI fetal abdomen sweeps",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, unit="frame", slice_labels=_planes,
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="ACOUSLIC-AI fetal abdomen sweeps",
+        url=URL, expected=EXPECTED, mapping=MAPPING, unit="frame", slice_labels=_planes,
     )

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import READ_ERRORS, Loaded, Sample, convert_samples, unmapped_values
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import (
+    READ_ERRORS, Loaded, Sample, convert_samples, natural_key, unmapped_values,
+)
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
 
@@ -91,22 +94,16 @@ def _samples(raw_dir: Path, pairs: dict[str, dict[str, Path]], transpose: bool, 
             )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    transpose: bool = True,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"transpose": True}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert ASUS into ``out_dir`` (see the module docstring)."""
+    transpose = options.extras(OPTIONS, DATASET)["transpose"]
     pairs = find_pairs(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(Path(raw_dir), pairs, transpose, report), out_dir,
-        description="ASUS: spine ultrasound segmentation", url=URL, image_mode=image_mode, overwrite=overwrite,
-        keep_empty=keep_empty, limit=limit, progress=progress, report=report, unit="slice",
+        DATASET, CATEGORIES, _samples(Path(raw_dir), pairs, transpose, report), out_dir, options,
+        description="ASUS: spine ultrasound segmentation", url=URL, report=report, unit="slice",
     )

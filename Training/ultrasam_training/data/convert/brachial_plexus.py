@@ -24,13 +24,13 @@ import re
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from ultrasam_training.data.convert._volume_pairs import find_root, index_ranges
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key
 from ultrasam_training.data.convert.video import read_frames
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_array
@@ -103,18 +103,13 @@ def _video_samples(
             report.skip(f"{source}#frame={index_ranges(beyond)}", f"{name} mask(s) beyond the video's {count} frames")
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert every masked frame of the brachial plexus videos into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, ["data", "brachial_plexus/data"], _has_videos, EXPECTED)
     report = ConversionReport(DATASET)
     videos: dict[str, Path] = {}
@@ -131,7 +126,6 @@ def convert(
         for sample in _video_samples(videos[stem], videos[stem].relative_to(root).as_posix(), masks[stem], threshold, report)
     )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="Brachial plexus ultrasound videos (Regional-US)",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report, unit="frame",
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="Brachial plexus ultrasound videos (Regional-US)", url=URL, report=report, unit="frame",
     )

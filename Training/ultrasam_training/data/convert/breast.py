@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from ultrasam_training.data.convert._labelled_2d import find_root, natural_key, read_table, sorted_paths
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_gray_mask
@@ -58,16 +59,7 @@ def _clinical(root: Path) -> dict[str, dict[str, str]]:
     return {}
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BrEaST (``case<NNN>.png`` + ``case<NNN>_<label>.png``) into ``out_dir``."""
     root = find_root(raw_dir, _is_root, "BrEaST-Lesions_USG-images_and_masks/case<NNN>.png + case<NNN>_<label>.png")
     report = ConversionReport(DATASET)
@@ -88,7 +80,7 @@ def convert(
     samples = []
     for case in sorted(images, key=natural_key):
         image = images[case]
-        if case not in masks and not keep_empty:
+        if case not in masks and not options.keep_empty:
             report.exclude(image.name, "no mask (normal scan; keep_empty=True keeps it)")
             continue
         row = clinical.get(image.name, {})
@@ -97,7 +89,6 @@ def convert(
         samples.append(Sample(image.name, _loader(image, masks.get(case, [])), patient_id=case, case_id=case,
                               class_labels=[label] if label else (), extra=extra))
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="BrEaST: Breast-Lesions-USG", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="BrEaST: Breast-Lesions-USG", url=URL,
+        report=report,
     )

@@ -13,8 +13,10 @@ label (``benign``/``malignant``) instead of being merged away.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, files, loose_key, pair_files, pair_sample
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -38,18 +40,13 @@ def find_root(raw_dir: str | Path) -> Path:
     raise DatasetError(f"{raw_dir}: layout not recognised; expected Benign/ and Malignant/ folders of BMP images + TIF masks")
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUID into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     samples = []
@@ -63,7 +60,6 @@ def convert(
         samples += [pair_sample(root, image, mask, CATEGORIES[0], threshold, report=report,
                                 class_labels=[class_name.lower()]) for image, mask in pairs]
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="BUID: Breast Ultrasound Images Database", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="BUID: Breast Ultrasound Images Database",
+        url=URL, report=report,
     )

@@ -11,8 +11,10 @@ connected component. Pairs are matched by file name, not by position in two sort
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, find_root, folder_samples
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.report import ConversionReport
 
@@ -23,25 +25,18 @@ THRESHOLD = 150
 PREFIXES = ("", "BUS", "Dataset_B", "Dataset B", "DatasetB", "Dataset B/BUS", "Dataset_B/BUS")
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS Dataset B into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, ("original", "GT"), PREFIXES, "original/ and GT/ folders of PNG files (Dataset_B/)")
     report = ConversionReport(DATASET)
     if child(root, "DatasetB.xlsx") is not None:
         report.note("DatasetB.xlsx (benign/malignant per image) is not read: images carry no class label")
     samples = folder_samples(root, child(root, "original"), child(root, "GT"), CATEGORIES[0], threshold, report)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="BUS Dataset B (UDIAT)", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="BUS Dataset B (UDIAT)", url=URL, report=report,
     )

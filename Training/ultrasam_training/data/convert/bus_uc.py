@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ultrasam_training.data.convert._labelled_2d import find_root, index_files, resize_nearest
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size, read_gray_mask
@@ -66,16 +67,7 @@ def _samples(root: Path, report: ConversionReport) -> list[Sample]:
     return samples
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS_UC (Benign/ and Malignant/ folders) into ``out_dir``."""
     root = find_root(raw_dir, lambda d: any(_class_dir(d, f) for f in FOLDERS),
                      "BUS_UC/{Benign,Malignant}/{images,masks}/*.png")
@@ -84,7 +76,6 @@ def convert(
     if not samples and not report.skipped:
         raise DatasetError(f"{root}: no images in Benign/images or Malignant/images")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="BUS_UC breast ultrasound", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="BUS_UC breast ultrasound", url=URL,
+        report=report,
     )

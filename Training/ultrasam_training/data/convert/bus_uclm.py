@@ -11,10 +11,12 @@ are reported, never dropped silently; a mask whose size differs from its image i
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-from ultrasam_training.data.convert._labelled_2d import color_masks, find_root, index_files, read_table
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert._labelled_2d import find_root, index_files, load_colour_mask, read_table
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Sample, convert_samples
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "bus_uclm"
@@ -23,26 +25,7 @@ URL = "https://data.mendeley.com/datasets/7fvgj4jsp7/1"
 COLORS = {(0, 255, 0): "benign", (255, 0, 0): "malignant"}
 
 
-def _loader(image: Path, mask: Path, source: str, report: ConversionReport):
-    def load() -> Loaded:
-        read_image_file(image)
-        masks, unmapped = color_masks(mask, COLORS)
-        if unmapped:
-            report.note(f"{source}: mask colours {unmapped[:5]} are neither green nor red; left out")
-        return Loaded(image, masks)
-    return load
-
-
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS-UCLM (``images/``, ``masks/``, optional ``INFO.csv``) into ``out_dir``."""
     root = find_root(raw_dir, lambda d: (d / "images").is_dir() and (d / "masks").is_dir(),
                      "images/<PATIENT>_<nnn>.png + masks/<PATIENT>_<nnn>.png (+ INFO.csv)")
@@ -59,10 +42,9 @@ def convert(
             report.skip(source, f"no masks/{stem}.png")
             continue
         label = info.get(image.name, {}).get("Label", "").lower()
-        samples.append(Sample(source, _loader(image, masks[stem], source, report), patient_id=stem.split("_")[0],
-                              class_labels=[label] if label else ()))
+        load = partial(load_colour_mask, image, masks[stem], COLORS, source, report, "neither green nor red")
+        samples.append(Sample(source, load, patient_id=stem.split("_")[0], class_labels=[label] if label else ()))
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="BUS-UCLM breast ultrasound lesion segmentation",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="BUS-UCLM breast ultrasound lesion segmentation", url=URL, report=report,
     )

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._labelled_2d import binary_mask, find_root, index_files, read_table
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -73,24 +75,16 @@ def _samples(root: Path, report: ConversionReport, folds_file: str, test_fold: i
     return samples
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    test_fold: int | None = 1,
-    folds_file: str = "5-fold-cv.csv",
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"test_fold": 1, "folds_file": "5-fold-cv.csv"}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS-BRA into ``out_dir``; ``test_fold`` of ``folds_file`` becomes ``split="test"``."""
+    test_fold, folds_file = options.extras(OPTIONS, DATASET).values()
     root = find_root(raw_dir, _is_root, _EXPECTED)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report, folds_file, test_fold), out_dir,
-        description="BUS-BRA: breast ultrasound dataset with BI-RADS categories", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(root, report, folds_file, test_fold), out_dir, options,
+        description="BUS-BRA: breast ultrasound dataset with BI-RADS categories", url=URL, report=report,
     )

@@ -4,22 +4,22 @@ Raw layout: ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<name>.png`` with `
 and, for a few images, further lesions in ``<name>_mask_1.png``, ``<name>_mask_2.png``. Each mask
 file is thresholded (>= 150 of 255, as the released converter) and every connected component of
 every mask file becomes one ``breast_nodule`` instance; the class folder is kept as the image-level
-label. ``normal`` images have empty masks: they are excluded (and reported) unless
-``keep_normal=True``, which keeps them as images without annotations.
+label. ``normal`` images have empty masks: like every image without any annotated structure they
+are excluded (and reported) unless ``keep_empty=True`` (``--keep-empty``), which keeps them as
+images without annotations.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection
 
-from tqdm import tqdm
-
-from ultrasam_training.data.coco import CocoBuilder
-from ultrasam_training.data.convert.output import DatasetOutput
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, only_requested
 from ultrasam_training.data.errors import DatasetError
-from ultrasam_training.data.images import image_size, read_gray_mask
+from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "busi"
@@ -29,11 +29,6 @@ THRESHOLD = 150
 CATEGORY = "breast_nodule"
 URL = "https://scholar.cu.edu.eg/?q=afahmy/pages/dataset"
 _MASK_NAME = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<index>\d+))?$")
-
-
-def natural_key(text: str) -> tuple:
-    """Sort key that puts ``benign (2)`` before ``benign (10)``."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
 def find_root(raw_dir: str | Path) -> Path:
@@ -63,77 +58,40 @@ def _pairs(class_dir: Path) -> list[tuple[Path, list[Path]]]:
     return pairs
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_normal: bool = False,
-    only: Collection[str] | None = None,
-    limit: int | None = None,
-    threshold: int = THRESHOLD,
-    progress: bool = True,
-) -> ConversionReport:
-    """Convert BUSI into ``out_dir``; ``only`` (``class/name.png`` paths) or ``limit`` convert a subset."""
-    root = find_root(raw_dir)
-    output = DatasetOutput(DATASET, out_dir, image_mode=image_mode, overwrite=overwrite)
-    builder = CocoBuilder(DATASET, [CATEGORY], description="BUSI: Breast Ultrasound Images Dataset", url=URL)
-    category_id = builder.category_id(CATEGORY)
-    report = ConversionReport(DATASET)
-    wanted = set(only) if only is not None else None
-    work = []
+def _load(image_path: Path, mask_paths: list[Path], class_name: str, threshold: int) -> Loaded:
+    """The image and one ``breast_nodule`` mask per mask file (``source_mask`` names the file)."""
+    if not image_path.is_file():
+        raise DatasetError("mask without image")
+    if not mask_paths:
+        raise DatasetError("no <name>_mask.png")
+    masks = [(CATEGORY, read_gray_mask(path) >= threshold) for path in mask_paths]
+    return Loaded(image_path, masks, [f"{class_name}/{path.name}" for path in mask_paths])
+
+
+def _samples(root: Path, report: ConversionReport, only: Collection[str] | None, threshold: int) -> list[Sample]:
+    """One sample per image of the class folders (or of ``only``, whose missing entries are reported)."""
+    samples = []
     for class_name in CLASSES:
         class_dir = root / class_name
         if not class_dir.is_dir():
             report.note(f"class folder {class_name}/ is missing")
             continue
         for image_path, mask_paths in _pairs(class_dir):
-            source_path = f"{class_name}/{image_path.name}"
-            if wanted is None or source_path in wanted:
-                work.append((class_name, source_path, image_path, mask_paths))
-    if limit is not None:
-        work = work[:limit]
-    if wanted is not None:
-        found = {item[1] for item in work}
-        for missing in sorted(wanted - found, key=natural_key):
-            report.skip(missing, "requested but not found")
+            load = partial(_load, image_path, mask_paths, class_name, threshold)
+            samples.append(Sample(f"{class_name}/{image_path.name}", load, class_labels=[class_name]))
+    return only_requested(samples, only, report)
 
-    for class_name, source_path, image_path, mask_paths in tqdm(work, desc="BUSI", unit="img", disable=not progress):
-        if class_name == "normal" and not keep_normal:
-            report.exclude(source_path, "normal: no lesion (keep_normal=True keeps it without annotations)")
-            continue
-        if not image_path.is_file():
-            report.skip(source_path, "mask without image")
-            continue
-        if not mask_paths:
-            report.skip(source_path, "no <name>_mask.png")
-            continue
-        try:
-            height, width = image_size(image_path)
-            masks = [(mask_path, read_gray_mask(mask_path)) for mask_path in mask_paths]
-        except DatasetError as exc:
-            report.skip(source_path, str(exc))
-            continue
-        mismatched = [m.name for m, array in masks if array.shape != (height, width)]
-        if mismatched:
-            report.skip(source_path, f"mask size differs from the image {width}x{height}: {', '.join(mismatched)}")
-            continue
-        foreground = [(m, array >= threshold) for m, array in masks]
-        if class_name != "normal" and not any(mask.any() for _, mask in foreground):
-            report.skip(source_path, f"{class_name} image with empty mask(s)")
-            continue
-        file_name = output.place_image_or_skip(image_path, report, source_path)
-        if file_name is None:
-            continue
-        image_id = builder.add_image(file_name, height, width, source_path=source_path, class_labels=[class_name])
-        added = sum(
-            builder.add_mask(image_id, mask, category_id, source_mask=f"{class_name}/{mask_path.name}")
-            for mask_path, mask in foreground
-        )
-        if added == 0:
-            report.empty.append(source_path)
-        report.images += 1
-        report.instances += added
-    output.finish(builder.to_dict(), report)
-    return report
+
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"only": None, "threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
+    """Convert BUSI into ``out_dir``; ``only`` (``class/name.png`` paths) or ``limit`` convert a subset."""
+    only, threshold = options.extras(OPTIONS, DATASET).values()
+    root = find_root(raw_dir)
+    report = ConversionReport(DATASET)
+    return convert_samples(
+        DATASET, [CATEGORY], _samples(root, report, only, threshold), out_dir, options,
+        description="BUSI: Breast Ultrasound Images Dataset", url=URL, report=report,
+    )

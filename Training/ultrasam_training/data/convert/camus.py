@@ -19,6 +19,7 @@ from pathlib import Path
 from ultrasam_training.data.convert._volume_pairs import (
     VolumePair, convert_pairs, find_root, nifti_stem, zero_outside_image,
 )
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "camus"
@@ -40,16 +41,7 @@ def _splits(root: Path) -> dict[str, str]:
     return splits
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert CAMUS half sequences into ``out_dir`` (one image per annotated frame)."""
     root = find_root(raw_dir, ["CAMUS_public"], lambda p: (p / "database_nifti").is_dir(), EXPECTED)
     report = ConversionReport(DATASET)
@@ -68,7 +60,7 @@ def convert(
             split=splits.get(match["patient"]), extra={"view": match["view"]},
         ))
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="CAMUS echocardiography half sequences",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, unit="frame", fix_label=zero_outside_image,
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
+        description="CAMUS echocardiography half sequences", url=URL, expected=EXPECTED, mapping=MAPPING,
+        unit="frame", fix_label=zero_outside_image,
     )

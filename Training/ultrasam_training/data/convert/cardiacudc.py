@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
 from ultrasam_training.data.convert._volume_pairs import MaskList, VolumePair, convert_pairs, find_root
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
 
@@ -42,18 +44,13 @@ def _filled_masks(label_slice: np.ndarray) -> MaskList:
     return [(name, binary_fill_holes(label_slice == value)) for value, name in MAPPING.items()]
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    min_foreground: float = MIN_FOREGROUND,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"min_foreground": MIN_FOREGROUND}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert CardiacUDC sequences into ``out_dir``; ``min_foreground=0`` keeps every annotated frame."""
+    min_foreground = options.extras(OPTIONS, DATASET)["min_foreground"]
     try:
         root = find_root(raw_dir, ["cardiacUDC_dataset"], _holds_sequences, EXPECTED)
     except DatasetError as exc:
@@ -81,8 +78,7 @@ def convert(
         return None
 
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="CardiacUDC echocardiography sequences",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, masks_of=_filled_masks, unit="frame",
-        flip_how="diagonal", drop_slice=too_small,
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
+        description="CardiacUDC echocardiography sequences", url=URL, expected=EXPECTED, mapping=MAPPING,
+        masks_of=_filled_masks, unit="frame", flip_how="diagonal", drop_slice=too_small,
     )

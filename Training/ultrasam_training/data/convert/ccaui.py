@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, find_root, folder_samples
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.report import ConversionReport
 
@@ -31,25 +33,19 @@ def _fields(image: Path) -> dict:
     return {"patient_id": match["recording"]} if match else {}
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert CCAUI into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, (IMAGE_DIR, MASK_DIR), ("", "Common Carotid Artery Ultrasound Images"),
                      f"'{IMAGE_DIR}/' and '{MASK_DIR}/' (Common Carotid Artery Ultrasound Images/)")
     report = ConversionReport(DATASET)
     samples = folder_samples(root, child(root, IMAGE_DIR), child(root, MASK_DIR), CATEGORIES[0], threshold, report,
                              note_below=True, fields=_fields)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="CCAUI: Common Carotid Artery Ultrasound Images", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="CCAUI: Common Carotid Artery Ultrasound Images", url=URL, report=report,
     )

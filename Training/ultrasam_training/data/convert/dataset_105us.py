@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, files, folder_samples, loose_key
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -49,25 +51,17 @@ def find_folders(raw_dir: str | Path, image_dir: str | None = None, mask_dir: st
     )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    image_dir: str | None = None,
-    mask_dir: str | None = None,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"image_dir": None, "mask_dir": None, "threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert 105US into ``out_dir``."""
+    image_dir, mask_dir, threshold = options.extras(OPTIONS, DATASET).values()
     root, images, masks = find_folders(raw_dir, image_dir, mask_dir)
     report = ConversionReport(DATASET)
     samples = folder_samples(root, images, masks, CATEGORIES[0], threshold, report, key=loose_key, note_below=True)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="105US: 2D breast US images and tumour masks", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="105US: 2D breast US images and tumour masks",
+        url=URL, report=report,
     )

@@ -14,8 +14,10 @@ Images were renumbered by the re-packagers, so no patient id is known.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, find_root, folder_samples
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -31,19 +33,13 @@ STAGES = {
 PREFIXES = ("", "DDTI", "Thyroid Dataset/DDTI")
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    stage: str = "stage1",
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"stage": "stage1", "threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert DDTI (``stage1`` preprocessed images, or the ``original`` ones) into ``out_dir``."""
+    stage, threshold = options.extras(OPTIONS, DATASET).values()
     if stage not in STAGES:
         raise DatasetError(f"stage must be one of {sorted(STAGES)}, not {stage!r}")
     image_dir, mask_dir = STAGES[stage]
@@ -52,7 +48,6 @@ def convert(
     samples = folder_samples(root, child(root, image_dir), child(root, mask_dir), CATEGORIES[0], threshold, report,
                              note_below=True)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="DDTI: Digital Database of Thyroid Ultrasound Images",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="DDTI: Digital Database of Thyroid Ultrasound Images", url=URL, report=report,
     )

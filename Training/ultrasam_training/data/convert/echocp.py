@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from ultrasam_training.data.convert._volume_pairs import VolumePair, convert_pairs, find_root
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "echocp"
@@ -26,16 +27,7 @@ _NAME = re.compile(r"^(?P<patient>\d+)_(?P<action>[rv])_image\.nii\.gz$", re.IGN
 EXPECTED = "<NNN>_<r|v>_image.nii.gz + <NNN>_<r|v>_label.nii.gz, optionally inside EchoCP_dataset/"
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert EchoCP sequences into ``out_dir`` (one image per annotated frame)."""
     root = find_root(raw_dir, ["EchoCP_dataset"], lambda p: any(p.glob("*_image.nii.gz")), EXPECTED)
     report = ConversionReport(DATASET)
@@ -51,7 +43,6 @@ def convert(
             case_id=f"{match['patient']}_{match['action'].lower()}", extra={"action": ACTIONS[match["action"].lower()]},
         ))
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="EchoCP contrast echocardiography",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping="chamber", unit="frame", flip_how="diagonal",
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="EchoCP contrast echocardiography",
+        url=URL, expected=EXPECTED, mapping="chamber", unit="frame", flip_how="diagonal",
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ultrasam_training.data.convert._tracings import CATEGORY, folder_samples
 from ultrasam_training.data.convert._volume_pairs import find_root
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.report import ConversionReport
 
@@ -26,16 +27,7 @@ SPLITS = {"TRAIN": "train", "VAL": "val", "TEST": "test"}
 EXPECTED = "Videos/<name>.avi + VolumeTracings.csv (+ FileList.csv), optionally inside EchoNet-Dynamic/"
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the traced frames of EchoNet-Dynamic into ``out_dir``."""
     root = find_root(
         raw_dir, ["EchoNet-Dynamic"], lambda p: (p / "VolumeTracings.csv").is_file() and (p / "Videos").is_dir(), EXPECTED
@@ -51,7 +43,6 @@ def convert(
         return {"patient_id": stem, "split": split}
 
     return convert_samples(
-        DATASET, CATEGORIES, folder_samples(root, "", report, fields), out_dir,
-        description="EchoNet-Dynamic traced echocardiography frames", url=URL, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report, unit="frame",
+        DATASET, CATEGORIES, folder_samples(root, "", report, fields), out_dir, options,
+        description="EchoNet-Dynamic traced echocardiography frames", url=URL, report=report, unit="frame",
     )

@@ -18,9 +18,11 @@ Unlike the released converter, everything goes into one COCO file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._tracings import CATEGORY, folder_samples
 from ultrasam_training.data.convert._volume_pairs import find_root
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.report import ConversionReport
 
@@ -36,18 +38,13 @@ def _has_view(folder: Path) -> bool:
     return any((folder / view / "VolumeTracings.csv").is_file() for view in VIEWS)
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    frame_offset: int = FRAME_OFFSET,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"frame_offset": FRAME_OFFSET}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the traced frames of both EchoNet-Pediatric views into ``out_dir``."""
+    frame_offset = options.extras(OPTIONS, DATASET)["frame_offset"]
     root = find_root(raw_dir, ["pediatric_echo_avi", "pediatric_echo_avi/pediatric_echo_avi"], _has_view, EXPECTED)
     report = ConversionReport(DATASET)
 
@@ -69,7 +66,6 @@ def convert(
         for sample in folder_samples(root / view, f"{view}/", report, fields_of(view), frame_offset=frame_offset)
     )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="EchoNet-Pediatric traced echocardiography frames",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report, unit="frame",
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="EchoNet-Pediatric traced echocardiography frames", url=URL, report=report, unit="frame",
     )

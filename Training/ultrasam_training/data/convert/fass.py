@@ -22,8 +22,8 @@ import numpy as np
 
 from ultrasam.errors import CheckpointError
 from ultrasam.safe_unpickle import load_npy
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
 
@@ -79,21 +79,11 @@ def _samples(root: Path, report: ConversionReport):
                      _load(image, npy, source, report))
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert FASS into ``out_dir`` (see the module docstring)."""
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report), out_dir,
-        description="FASS: Fetal Abdominal Structures Segmentation", url=URL, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(root, report), out_dir, options,
+        description="FASS: Fetal Abdominal Structures Segmentation", url=URL, report=report,
     )

@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
@@ -104,21 +104,11 @@ def _samples(dataset: Path, report: ConversionReport):
             )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the extracted Fast-U-Net AC and HC data into ``out_dir`` (see the module docstring)."""
     dataset = find_dataset(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(dataset, report), out_dir, description="Fast-U-Net AC and HC images",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(dataset, report), out_dir, options, description="Fast-U-Net AC and HC images",
+        url=URL, report=report,
     )

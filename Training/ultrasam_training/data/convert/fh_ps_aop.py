@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ultrasam_training.data.convert._volume_pairs import category_masks, find_root, pair_files
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, unmapped_values
 from ultrasam_training.data.convert.volumes import read_volume, window_to_uint8
 from ultrasam_training.data.errors import DatasetError
@@ -51,16 +52,7 @@ def _load(image_path: Path, label_path: Path | None, source: str, report: Conver
     return Loaded(window_to_uint8(plane), category_masks(label, MAPPING))
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert FH-PS-AOP into ``out_dir`` (one image per case)."""
     raw = Path(raw_dir)
     children = sorted(p.name for p in raw.iterdir() if p.is_dir()) if raw.is_dir() else []
@@ -75,7 +67,6 @@ def convert(
     if not samples:
         raise DatasetError(f"{root}: no image_mha/*.mha (expected {EXPECTED})")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="FH-PS-AOP pubic symphysis and fetal head",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="FH-PS-AOP pubic symphysis and fetal head",
+        url=URL, report=report,
     )

@@ -19,17 +19,17 @@ import fnmatch
 import glob
 import re
 from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from ultrasam_training.data.coco import CocoBuilder
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.output import DatasetOutput
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key
 from ultrasam_training.data.errors import DatasetError
-from ultrasam_training.data.images import IMAGE_SUFFIXES, image_size, read_color_mask, read_gray_mask
+from ultrasam_training.data.images import IMAGE_SUFFIXES, read_color_mask, read_gray_mask
 from ultrasam_training.data.report import ConversionReport
 
 CategoryKey = int | tuple[int, int, int]
@@ -62,123 +62,127 @@ def _values_present(mask: np.ndarray) -> Counter:
     return Counter({tuple(int(x) for x in colour): int(c) for colour, c in zip(colours, counts)})
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    dataset: str = "generic",
-    image_dir: str = "images",
-    mask_dir: str = "masks",
-    mask_pattern: str = "{stem}.png",
-    categories: Mapping[CategoryKey, str] | Sequence[str] | None = None,
-    threshold: int = 1,
-    recursive: bool = False,
-    patient_pattern: str | None = None,
-    class_from_folder: bool = False,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
-    """Convert paired image/mask folders under ``raw_dir`` into ``out_dir`` as dataset ``dataset``."""
-    if not _DATASET_NAME.match(dataset) or "__" in dataset:
-        raise DatasetError(f"dataset name {dataset!r}: use letters, digits, '_', '-', '.' (no '__')")
-    if "{stem}" not in mask_pattern:
-        raise DatasetError(f"mask_pattern {mask_pattern!r} must contain {{stem}}")
+#: the generic converter's own options (the CLI's "generic converter" flags) and their defaults
+OPTIONS: dict[str, Any] = {
+    "dataset": "generic", "image_dir": "images", "mask_dir": "masks", "mask_pattern": "{stem}.png",
+    "categories": None, "threshold": 1, "recursive": False, "patient_pattern": None, "class_from_folder": False,
+}
+
+
+@dataclass
+class _MaskRule:
+    """How mask files become category masks; counts the values no category maps, over all images."""
+
+    categories: Mapping[CategoryKey, str] | None
+    threshold: int
+    unmapped: Counter = field(default_factory=Counter)
+
+    @property
+    def colour(self) -> bool:
+        return bool(self.categories) and any(isinstance(key, tuple) for key in self.categories)
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(self.categories.values())) if self.categories else ["object"]
+
+    def masks(self, path: Path) -> list[tuple[str, np.ndarray]]:
+        """One mask per category (or ``object``: pixels >= threshold) of one mask file."""
+        array = read_color_mask(path) if self.colour else read_gray_mask(path)
+        if not self.categories:
+            return [("object", array >= self.threshold)]
+        present = _values_present(array)
+        masks = []
+        for key, name in self.categories.items():
+            masks.append((name, np.all(array == np.array(key), axis=-1) if self.colour else array == key))
+            present.pop(key, None)
+        present.pop((0, 0, 0) if self.colour else 0, None)
+        self.unmapped.update(present)
+        return masks
+
+    def note_unmapped(self, report: ConversionReport) -> None:
+        if self.unmapped:
+            listing = ", ".join(f"{value}: {count} px" for value, count in sorted(self.unmapped.items(), key=str))
+            report.note(f"mask values with no category (left as background): {listing}")
+
+
+def _rule(categories: Mapping[CategoryKey, str] | Sequence[str] | None, threshold: int) -> _MaskRule:
+    """The mask rule of the options: a list of names maps grey values 1, 2, ...; grey and colour never mix."""
     if isinstance(categories, Sequence) and not isinstance(categories, str):
         categories = {index + 1: name for index, name in enumerate(categories)}
-    raw_dir = Path(raw_dir)
-    images_root, masks_root = raw_dir / image_dir, raw_dir / mask_dir
-    for folder in (images_root, masks_root):
-        if not folder.is_dir():
-            raise DatasetError(f"folder not found: {folder}")
-    colour = bool(categories) and any(isinstance(key, tuple) for key in categories)
-    if colour and not all(isinstance(key, tuple) and len(key) == 3 for key in categories):
+    rule = _MaskRule(categories, threshold)
+    if rule.colour and not all(isinstance(key, tuple) and len(key) == 3 for key in categories):
         raise DatasetError("categories must be all grey values or all R,G,B colours")
-    names = list(dict.fromkeys(categories.values())) if categories else ["object"]
-    builder = CocoBuilder(dataset, names, description=f"{dataset} (generic image/mask folders)")
-    patient_regex = re.compile(patient_pattern) if patient_pattern else None
+    return rule
 
-    mask_glob = mask_pattern.replace("{stem}", "*")
+
+def _image_paths(images_root: Path, masks_root: Path, mask_pattern: str, recursive: bool) -> list[Path]:
+    """Image files in natural order; in a folder shared with the masks, files named like masks are not images."""
     candidates = images_root.rglob("*") if recursive else images_root.iterdir()
-    image_paths = sorted(
+    paths = sorted(
         (p for p in candidates if p.is_file() and _has_image_suffix(p) and not p.name.startswith(".")),
         key=lambda p: natural_key(p.relative_to(images_root).as_posix()),
     )
     if images_root.resolve() == masks_root.resolve():
-        image_paths = [p for p in image_paths if not fnmatch.fnmatch(p.name, mask_glob)]
-    if limit is not None:
-        image_paths = image_paths[:limit]
-    if not image_paths:
+        mask_glob = mask_pattern.replace("{stem}", "*")
+        paths = [p for p in paths if not fnmatch.fnmatch(p.name, mask_glob)]
+    if not paths:
         raise DatasetError(f"no images in {images_root}")
+    return paths
 
-    output = DatasetOutput(dataset, out_dir, image_mode=image_mode, overwrite=overwrite)
+
+def _load(image_path: Path, mask_folder: Path, mask_pattern: str, rule: _MaskRule) -> Loaded:
+    """The image and the category masks of every mask file matching ``mask_pattern`` for it."""
+    stem = image_path.name[: -len(".nii.gz")] if image_path.name.lower().endswith(".nii.gz") else image_path.stem
+    pattern = mask_pattern.replace("{stem}", glob.escape(stem))
+    mask_paths = sorted(
+        (Path(p) for p in glob.glob(str(Path(glob.escape(str(mask_folder))) / pattern)) if Path(p) != image_path),
+        key=lambda p: natural_key(p.name),
+    )
+    if not mask_paths:
+        raise DatasetError(f"no mask matching {mask_folder / mask_pattern.replace('{stem}', stem)}")
+    masks, sources = [], []
+    for path in mask_paths:
+        for name, mask in rule.masks(path):
+            masks.append((name, mask))
+            sources.append(path.name)
+    return Loaded(image_path, masks, sources)
+
+
+def _patient_id(regex: re.Pattern | None, source_path: str, report: ConversionReport) -> str | None:
+    """Group 1 of ``patient_pattern`` in the image's relative path (noted when it does not match)."""
+    if regex is None:
+        return None
+    match = regex.search(source_path)
+    if match is None or not match.groups():
+        report.note(f"{source_path}: patient_pattern did not match; the image is its own patient")
+        return None
+    return match.group(1)
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
+    """Convert paired image/mask folders under ``raw_dir`` into ``out_dir`` as dataset ``dataset``."""
+    extra = options.extras(OPTIONS, "generic")
+    dataset, mask_pattern = extra["dataset"], extra["mask_pattern"]
+    if not _DATASET_NAME.match(dataset) or "__" in dataset:
+        raise DatasetError(f"dataset name {dataset!r}: use letters, digits, '_', '-', '.' (no '__')")
+    if "{stem}" not in mask_pattern:
+        raise DatasetError(f"mask_pattern {mask_pattern!r} must contain {{stem}}")
+    rule = _rule(extra["categories"], extra["threshold"])
+    images_root, masks_root = Path(raw_dir) / extra["image_dir"], Path(raw_dir) / extra["mask_dir"]
+    for folder in (images_root, masks_root):
+        if not folder.is_dir():
+            raise DatasetError(f"folder not found: {folder}")
+    patient_regex = re.compile(extra["patient_pattern"]) if extra["patient_pattern"] else None
     report = ConversionReport(dataset)
-    unmapped: Counter = Counter()
-    for image_path in tqdm(image_paths, desc=dataset, unit="img", disable=not progress):
+    samples = []
+    for image_path in _image_paths(images_root, masks_root, mask_pattern, extra["recursive"]):
         relative = image_path.relative_to(images_root)
-        source_path = relative.as_posix()
-        stem = image_path.name[: -len(".nii.gz")] if image_path.name.lower().endswith(".nii.gz") else image_path.stem
-        mask_folder = masks_root / relative.parent
-        pattern = mask_pattern.replace("{stem}", glob.escape(stem))
-        mask_paths = sorted(
-            (Path(p) for p in glob.glob(str(Path(glob.escape(str(mask_folder))) / pattern)) if Path(p) != image_path),
-            key=lambda p: natural_key(p.name),
-        )
-        if not mask_paths:
-            report.skip(source_path, f"no mask matching {mask_folder / mask_pattern.replace('{stem}', stem)}")
-            continue
-        try:
-            height, width = image_size(image_path)
-            masks = [(m, read_color_mask(m) if colour else read_gray_mask(m)) for m in mask_paths]
-        except DatasetError as exc:
-            report.skip(source_path, str(exc))
-            continue
-        mismatched = [m.name for m, array in masks if array.shape[:2] != (height, width)]
-        if mismatched:
-            report.skip(source_path, f"mask size differs from the image {width}x{height}: {', '.join(mismatched)}")
-            continue
-        per_category: list[tuple[str, np.ndarray, Path]] = []
-        for mask_path, array in masks:
-            if categories:
-                present = _values_present(array)
-                for key, name in categories.items():
-                    hit = np.all(array == np.array(key), axis=-1) if colour else array == key
-                    per_category.append((name, hit, mask_path))
-                    present.pop(key, None)
-                background = (0, 0, 0) if colour else 0
-                present.pop(background, None)
-                unmapped.update(present)
-            else:
-                per_category.append(("object", array >= threshold, mask_path))
-        if not any(hit.any() for _, hit, _ in per_category) and not keep_empty:
-            report.skip(source_path, "mask has no mapped foreground (keep_empty=True keeps such images)")
-            continue
-        patient_id = None
-        if patient_regex:
-            match = patient_regex.search(source_path)
-            if match is None or not match.groups():
-                report.note(f"{source_path}: patient_pattern did not match; the image is its own patient")
-            else:
-                patient_id = match.group(1)
-        labels = [relative.parent.name] if class_from_folder and relative.parent.name else []
-        file_name = output.place_image_or_skip(image_path, report, source_path)
-        if file_name is None:
-            continue
-        image_id = builder.add_image(
-            file_name, height, width, source_path=source_path, patient_id=patient_id, class_labels=labels
-        )
-        added = sum(
-            builder.add_mask(image_id, hit, builder.category_id(name), source_mask=mask_path.name)
-            for name, hit, mask_path in per_category
-        )
-        if added == 0:
-            report.empty.append(source_path)
-        report.images += 1
-        report.instances += added
-    if unmapped:
-        listing = ", ".join(f"{value}: {count} px" for value, count in sorted(unmapped.items(), key=str))
-        report.note(f"mask values with no category (left as background): {listing}")
-    output.finish(builder.to_dict(), report)
-    return report
+        labels = [relative.parent.name] if extra["class_from_folder"] and relative.parent.name else []
+        samples.append(Sample(
+            relative.as_posix(), partial(_load, image_path, masks_root / relative.parent, mask_pattern, rule),
+            patient_id=_patient_id(patient_regex, relative.as_posix(), report), class_labels=labels,
+        ))
+    return convert_samples(
+        dataset, rule.names, samples, out_dir, options, description=f"{dataset} (generic image/mask folders)",
+        report=report, summarise=rule.note_unmapped,
+    )

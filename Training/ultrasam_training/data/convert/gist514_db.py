@@ -18,10 +18,11 @@ categories and images listed in neither file are reported.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._polygons import coco_segmentation_mask, read_json_file
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size
 from ultrasam_training.data.report import ConversionReport
@@ -97,24 +98,18 @@ def _samples(root: Path, fold: int, report: ConversionReport):
         report.note(f"{len(unlisted)} images in images/ are in neither split file of fold {fold}; left out")
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    fold: int = 0,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"fold": 0}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert GIST514-DB (train and val files of ``fold``) into ``out_dir`` (see the module docstring)."""
+    fold = options.extras(OPTIONS, DATASET)["fold"]
     root = find_root(raw_dir)
     if not any((root / "annotations" / p.format(fold=fold)).is_file() for _, p in SPLIT_FILES):
         raise DatasetError(f"{root / 'annotations'}: no {{train,val}}_anno_crop_split_{fold}.json")
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, fold, report), out_dir, description="GIST514-DB", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
+        DATASET, CATEGORIES, _samples(root, fold, report), out_dir, options, description="GIST514-DB", url=URL,
         report=report,
     )

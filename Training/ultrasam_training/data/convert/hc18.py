@@ -5,25 +5,25 @@ with ``NNN_HC_Annotation.png``, the head ellipse drawn as a thin **outline**. Th
 filled (``scipy.ndimage.binary_fill_holes``) to give one ``fetal_head`` instance. When the ellipse
 runs out of the image the outline is open and filling adds nothing; then an ellipse is fitted to
 the outline pixels (``skimage.measure.EllipseModel``) and rasterised, and the report says so.
-``NNN`` is kept as ``patient_id`` so that frames of one subject never straddle a split.
+``NNN`` is kept as ``patient_id`` so that frames of one subject never straddle a split. An empty
+annotation is excluded unless ``keep_empty=True``, as in every converter.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection
 
 import numpy as np
 from scipy import ndimage
 from skimage.measure import EllipseModel
-from tqdm import tqdm
 
-from ultrasam_training.data.coco import CocoBuilder
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.output import DatasetOutput
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, only_requested
 from ultrasam_training.data.errors import DatasetError
-from ultrasam_training.data.images import image_size, read_gray_mask
+from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "hc18"
@@ -84,68 +84,41 @@ def fill_outline(outline: np.ndarray) -> tuple[np.ndarray, str]:
     return region, "ellipse-fit"
 
 
-def _pairs(root: Path) -> list[tuple[Path, Path, str]]:
-    pairs = []
+def _load(image_path: Path, annotation_path: Path, report: ConversionReport) -> Loaded:
+    """The image and its filled head; an empty outline stays an empty mask (excluded unless kept)."""
+    head = read_gray_mask(annotation_path) > 127
+    if head.any():
+        head, method = fill_outline(head)
+        if method != "fill":
+            report.note(f"{image_path.name}: outline leaves the image; head filled from a fitted ellipse")
+    return Loaded(image_path, [(CATEGORY, head)], [annotation_path.name])
+
+
+def _samples(root: Path, report: ConversionReport, only: Collection[str] | None) -> list[Sample]:
+    """One sample per ``NNN_HC.png`` (or per name of ``only``); orphan annotations are reported."""
+    samples = []
     for image_path in sorted(root.glob("*HC.png"), key=lambda p: natural_key(p.name)):
         match = _IMAGE_NAME.match(image_path.stem)
         if match:
-            pairs.append((image_path, root / f"{image_path.stem}_Annotation.png", match["subject"]))
-    return pairs
-
-
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    only: Collection[str] | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
-    """Convert the HC18 training set into ``out_dir``; ``only`` (image names) or ``limit`` convert a subset."""
-    root = find_root(raw_dir)
-    output = DatasetOutput(DATASET, out_dir, image_mode=image_mode, overwrite=overwrite)
-    builder = CocoBuilder(DATASET, [CATEGORY], description="HC18: fetal head circumference", url=URL)
-    category_id = builder.category_id(CATEGORY)
-    report = ConversionReport(DATASET)
-    work = _pairs(root)
-    known = {image.name for image, _, _ in work}
+            load = partial(_load, image_path, root / f"{image_path.stem}_Annotation.png", report)
+            samples.append(Sample(image_path.name, load, patient_id=match["subject"]))
+    known = {sample.source_path for sample in samples}
     for orphan in sorted(root.glob("*HC_Annotation.png")):
         if orphan.name.replace("_Annotation", "") not in known:
             report.skip(orphan.name, "annotation without image")
-    if only is not None:
-        wanted = set(only)
-        for missing in sorted(wanted - known):
-            report.skip(missing, "requested but not found")
-        work = [item for item in work if item[0].name in wanted]
-    if limit is not None:
-        work = work[:limit]
-    for image_path, annotation_path, subject in tqdm(work, desc="HC18", unit="img", disable=not progress):
-        try:
-            height, width = image_size(image_path)
-            outline = read_gray_mask(annotation_path) > 127
-        except DatasetError as exc:
-            report.skip(image_path.name, str(exc))
-            continue
-        if outline.shape != (height, width):
-            report.skip(image_path.name, f"annotation size {outline.shape[::-1]} differs from the image {(width, height)}")
-            continue
-        if not outline.any():
-            report.skip(image_path.name, "empty annotation")
-            continue
-        try:
-            head, method = fill_outline(outline)
-        except DatasetError as exc:
-            report.skip(image_path.name, str(exc))
-            continue
-        if method != "fill":
-            report.note(f"{image_path.name}: outline leaves the image; head filled from a fitted ellipse")
-        file_name = output.place_image_or_skip(image_path, report, image_path.name)
-        if file_name is None:
-            continue
-        image_id = builder.add_image(file_name, height, width, source_path=image_path.name, patient_id=subject)
-        report.instances += builder.add_mask(image_id, head, category_id, source_mask=annotation_path.name)
-        report.images += 1
-    output.finish(builder.to_dict(), report)
-    return report
+    return only_requested(samples, only, report)
+
+
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"only": None}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
+    """Convert the HC18 training set into ``out_dir``; ``only`` (image names) or ``limit`` convert a subset."""
+    only = options.extras(OPTIONS, DATASET)["only"]
+    root = find_root(raw_dir)
+    report = ConversionReport(DATASET)
+    return convert_samples(
+        DATASET, [CATEGORY], _samples(root, report, only), out_dir, options,
+        description="HC18: fetal head circumference", url=URL, report=report,
+    )

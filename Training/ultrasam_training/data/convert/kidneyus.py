@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._labelled_2d import (
     find_root, index_files, natural_key, read_table, relative, sorted_paths,
 )
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_gray_mask
@@ -61,18 +63,13 @@ def _images(root: Path, report: ConversionReport) -> dict[str, Path]:
     return images
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    sonographer: int = 1,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"sonographer": 1}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert kidneyUS capsule annotations of ``sonographer`` (1 or 2) into ``out_dir``."""
+    sonographer = options.extras(OPTIONS, DATASET)["sonographer"]
     capsule = Path("labels") / f"reviewed_masks_{sonographer}" / "capsule"
     root = find_root(raw_dir, lambda d: (d / capsule).is_dir(),
                      f"{capsule.as_posix()}/*.png and the unpacked kidneyUS_images_14_june_2022 PNGs")
@@ -93,7 +90,6 @@ def convert(
         samples.append(Sample(source, _loader(image, masks[stem]), patient_id=stem.split("_")[0], case_id=stem,
                               extra=attributes.get(image.name, {})))
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="Open Kidney Ultrasound Data Set (capsule)", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="Open Kidney Ultrasound Data Set (capsule)",
+        url=URL, report=report,
     )

@@ -17,14 +17,12 @@ published train/test folders are kept as ``split``, the cine clip a frame comes 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import (
-    Loaded, Sample, convert_samples, masks_from_label_map, read_image_file, unmapped_values,
-)
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Sample, convert_samples, load_label_map, natural_key
 from ultrasam_training.data.errors import DatasetError
-from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "luss_phantom"
@@ -46,15 +44,6 @@ def find_folders(raw_dir: str | Path) -> list[tuple[str | None, Path]]:
     raise DatasetError(f"{raw_dir}: expected data-3/{{train,test}}/images/ and masks/ (label PNGs)")
 
 
-def _load(image: Path, mask_path: Path, source: str, report: ConversionReport) -> Loaded:
-    read_image_file(image)
-    label_map = read_gray_mask(mask_path)
-    extra = unmapped_values(label_map, LABELS)
-    if extra:
-        report.note(f"{source}: mask values {extra} are no LUSS class; left out")
-    return Loaded(image, masks_from_label_map(label_map, LABELS))
-
-
 def _samples(raw_dir: Path, folders: list[tuple[str | None, Path]], report: ConversionReport):
     for split, folder in folders:
         masks = {p.stem: p for p in (folder / "masks").glob("*.png")}
@@ -64,26 +53,15 @@ def _samples(raw_dir: Path, folders: list[tuple[str | None, Path]], report: Conv
         for stem in sorted(images, key=natural_key):
             source = str(images[stem].relative_to(raw_dir))
             mask = masks.get(stem, folder / "masks" / f"{stem}.png")  # a missing mask is a skipped pair
-            yield Sample(source, lambda image=images[stem], mask=mask, source=source:
-                         _load(image, mask, source, report),
-                         case_id=stem.rsplit("-F", 1)[0] if "-F" in stem else None, split=split)
+            load = partial(load_label_map, images[stem], mask, LABELS, source, report, "no LUSS class")
+            yield Sample(source, load, case_id=stem.rsplit("-F", 1)[0] if "-F" in stem else None, split=split)
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the LUSS phantom data into ``out_dir`` (see the module docstring)."""
     folders = find_folders(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(Path(raw_dir), folders, report), out_dir,
-        description="LUSS phantom: lung ultrasound artefact segmentation", url=URL, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(Path(raw_dir), folders, report), out_dir, options,
+        description="LUSS phantom: lung ultrasound artefact segmentation", url=URL, report=report,
     )

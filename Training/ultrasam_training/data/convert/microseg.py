@@ -23,6 +23,7 @@ from pathlib import Path
 from ultrasam_training.data.convert._volume_pairs import (
     VolumePair, convert_pairs, find_root, nifti_stem, pair_files, zero_outside_image,
 )
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "microseg"
@@ -60,21 +61,12 @@ def micro_us_pairs(raw_dir: str | Path, report: ConversionReport) -> list[Volume
     return pairs
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the micro-US prostate volumes the MicroSeg way into ``out_dir`` (annotated slices only)."""
     report = ConversionReport(DATASET)
     pairs = micro_us_pairs(raw_dir, report)
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="MicroSeg micro-ultrasound prostate",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, flip_how="diagonal", fix_label=zero_outside_image,
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
+        description="MicroSeg micro-ultrasound prostate", url=URL, expected=EXPECTED, mapping=MAPPING,
+        flip_how="diagonal", fix_label=zero_outside_image,
     )

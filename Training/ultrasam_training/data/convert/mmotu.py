@@ -18,22 +18,25 @@ integer ids, RLE ``counts`` as str with ``size`` [h, w], ``bbox``/``area`` recom
 (given values that disagree are reported), ``source_path`` = the original ``file_name``. Every
 image is from the MMOTU-2D *test* split (``split: "test"``), as the file names
 ``test.MMOTU_2d__*`` say. Annotations are kept as given (one object each), not re-split into
-components; its categories are the file's (the shared sample is class-agnostic).
+components; its categories are the file's (the shared sample is class-agnostic). As everywhere,
+images without any annotated structure are excluded unless ``keep_empty=True``.
 """
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from ultrasam_training.data.coco import CocoBuilder, normalise_coco
-from ultrasam_training.data.convert.busi import natural_key
 from ultrasam_training.data.convert.output import DatasetOutput
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import (
+    EMPTY_EXCLUDED, Loaded, Sample, convert_samples, natural_key, read_image_file,
+)
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size, read_array
 from ultrasam_training.data.jsonio import read_json
@@ -116,22 +119,12 @@ def _raw_samples(root: Path, report: ConversionReport) -> Iterator[Sample]:
             yield Sample(source, partial(_raw_load, image, annotations, label), class_labels=[label], split=split)
 
 
-def convert_raw(
-    root: Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert_raw(root: Path, out_dir: str | Path, options: ConvertOptions) -> ConversionReport:
     """Convert the raw OTU_2d release at ``root`` (see the module docstring)."""
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _raw_samples(root, report), out_dir, description="MMOTU-2D ovarian tumours (OTU_2d)",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, _raw_samples(root, report), out_dir, options,
+        description="MMOTU-2D ovarian tumours (OTU_2d)", url=URL, report=report,
     )
 
 
@@ -157,77 +150,100 @@ def _find_image(folder: Path, file_name: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    split: str | None = "test",
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
-    """Convert the raw OTU_2d release, or re-emit a COCO-form MMOTU folder, into ``out_dir``.
+def _annotations_to_keep(image: dict, annotations: list[dict], report: ConversionReport) -> list[dict]:
+    """The image's annotations with a non-empty mask; the others are skipped and named."""
+    kept = []
+    for annotation in annotations:
+        if rle_area(annotation["segmentation"]) == 0:
+            report.skip(f"{image['file_name']} annotation {_source_id(annotation)}", "empty mask")
+        else:
+            kept.append(annotation)
+    return kept
 
-    ``split`` is recorded for the COCO form only (the raw release takes it from the cls files);
-    ``keep_empty`` applies to the raw release (COCO-form images without annotation are kept);
-    ``limit`` stops after that many images in both.
-    """
-    raw_root = find_raw_root(raw_dir)
-    if raw_root is not None:
-        return convert_raw(
-            raw_root, out_dir, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-            progress=progress,
-        )
-    if limit is not None and limit < 1:
-        raise DatasetError(f"limit must be a positive number of images, not {limit}")
+
+def _image_file(folder: Path, image: dict, report: ConversionReport) -> Path | None:
+    """The image file of a COCO entry if it exists and has the size the entry says; else None, reported."""
+    source = _find_image(folder, image["file_name"])
+    if source is None:
+        report.skip(image["file_name"], "image file not found next to the COCO file")
+        return None
+    try:
+        height, width = image_size(source)
+    except DatasetError as exc:
+        report.skip(image["file_name"], str(exc))
+        return None
+    if (height, width) != (image["height"], image["width"]):
+        report.skip(image["file_name"], f"file is {width}x{height}, COCO says {image['width']}x{image['height']}")
+        return None
+    return source
+
+
+def _source_id(annotation: dict) -> int | str:
+    """The id the annotation had in the released file (kept as ``source_id``)."""
+    return annotation.get("source_id", annotation["id"])
+
+
+def _add_annotations(
+    builder: CocoBuilder, image_id: int, image: dict, annotations: list[dict], report: ConversionReport
+) -> None:
+    """Copy each annotation as one instance, its bbox and area recomputed from the RLE."""
+    for annotation in annotations:
+        rle = annotation["segmentation"]
+        given_bbox, given_area = annotation.get("bbox"), annotation.get("area")
+        if given_area != rle_area(rle) or [float(v) for v in given_bbox] != rle_bbox(rle):
+            report.note(f"{image['file_name']}: given bbox/area disagree with the mask; recomputed")
+        builder.add_rle(image_id, rle, annotation["category_id"], source_id=_source_id(annotation))
+        report.instances += 1
+
+
+def convert_coco_form(
+    raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions, split: str | None
+) -> ConversionReport:
+    """Re-emit a COCO-form MMOTU folder (see the module docstring) with ``split`` on every image."""
     coco_file = find_coco_file(raw_dir)
     folder = coco_file.parent
-    raw = read_json(coco_file)
-    coco = normalise_coco(raw, source=str(coco_file))
-    output = DatasetOutput(DATASET, out_dir, image_mode=image_mode, overwrite=overwrite)
+    coco = normalise_coco(read_json(coco_file), source=str(coco_file))
+    output = DatasetOutput(DATASET, out_dir, options)
     categories = {c["id"]: c["name"] for c in coco["categories"]}
     builder = CocoBuilder(DATASET, categories, description="MMOTU-2D (UltraSam COCO release)", url=URL)
     report = ConversionReport(DATASET)
     by_image: dict[int, list[dict]] = {}
     for annotation in coco["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
-    for image in tqdm(coco["images"], desc="MMOTU", unit="img", disable=not progress):
-        if limit is not None and report.images >= limit:
+    for image in tqdm(coco["images"], desc=DATASET, unit="img", disable=not options.progress):
+        if options.limit is not None and report.images >= options.limit:
             break
-        source = _find_image(folder, image["file_name"])
+        source = _image_file(folder, image, report)
         if source is None:
-            report.skip(image["file_name"], "image file not found next to the COCO file")
             continue
-        try:
-            height, width = image_size(source)
-        except DatasetError as exc:
-            report.skip(image["file_name"], str(exc))
-            continue
-        if (height, width) != (image["height"], image["width"]):
-            report.skip(image["file_name"], f"file is {width}x{height}, COCO says {image['width']}x{image['height']}")
+        annotations = _annotations_to_keep(image, by_image.get(image["id"], []), report)
+        if not annotations and not options.keep_empty:
+            report.exclude(image["file_name"], EMPTY_EXCLUDED)
             continue
         file_name = output.place_image_or_skip(source, report, image["file_name"])
         if file_name is None:
             continue
-        image_id = builder.add_image(
-            file_name, height, width, source_path=source.relative_to(folder).as_posix(), split=split
-        )
-        for annotation in by_image.get(image["id"], []):
-            rle = annotation["segmentation"]
-            if rle_area(rle) == 0:
-                report.skip(f"{image['file_name']} annotation {annotation.get('source_id', annotation['id'])}", "empty mask")
-                continue
-            given_bbox, given_area = annotation.get("bbox"), annotation.get("area")
-            if given_area != rle_area(rle) or [float(v) for v in given_bbox] != rle_bbox(rle):
-                report.note(f"{image['file_name']}: given bbox/area disagree with the mask; recomputed")
-            builder.add_rle(
-                image_id, rle, annotation["category_id"], source_id=annotation.get("source_id", annotation["id"])
-            )
-            report.instances += 1
-        if not by_image.get(image["id"]):
+        source_path = source.relative_to(folder).as_posix()
+        image_id = builder.add_image(file_name, image["height"], image["width"], source_path=source_path, split=split)
+        _add_annotations(builder, image_id, image, annotations, report)
+        if not annotations:
             report.empty.append(image["file_name"])
         report.images += 1
     output.finish(builder.to_dict(), report)
     return report
+
+
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"split": "test"}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
+    """Convert the raw OTU_2d release, or re-emit a COCO-form MMOTU folder, into ``out_dir``.
+
+    ``split`` is recorded for the COCO form only (the raw release takes it from the cls files).
+    """
+    split = options.extras(OPTIONS, DATASET)["split"]
+    raw_root = find_raw_root(raw_dir)
+    if raw_root is not None:
+        return convert_raw(raw_root, out_dir, options)
+    return convert_coco_form(raw_dir, out_dir, options, split)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_array
 from ultrasam_training.data.report import ConversionReport
@@ -75,21 +75,11 @@ def _samples(root: Path, report: ConversionReport):
                      split=split.get(stem))
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert MMOTU-3D into ``out_dir`` (see the module docstring)."""
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report), out_dir, description="MMOTU-3D (OTU_3d)", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
+        DATASET, CATEGORIES, _samples(root, report), out_dir, options, description="MMOTU-3D (OTU_3d)", url=URL,
         report=report,
     )

@@ -22,6 +22,7 @@ import numpy as np
 
 from ultrasam_training.data.convert._volume_pairs import convert_pairs
 from ultrasam_training.data.convert.microseg import CATEGORIES, EXPECTED, MAPPING, URL, micro_us_pairs
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "mup"
@@ -36,21 +37,11 @@ def _zero_background(label: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.where(background, 0, label)
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the micro-US prostate volumes the MUP way into ``out_dir``."""
     report = ConversionReport(DATASET)
     pairs = micro_us_pairs(raw_dir, report)
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="MUP micro-ultrasound prostate",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, flip_how="vertical", fix_label=_zero_background,
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="MUP micro-ultrasound prostate",
+        url=URL, expected=EXPECTED, mapping=MAPPING, flip_how="vertical", fix_label=_zero_background,
     )

@@ -20,12 +20,13 @@ from typing import Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from ultrasam.atomic import all_or_nothing, refuse_existing
 
 from ultrasam_training.data.coco import write_coco
+from ultrasam_training.data.convert.options import ConvertOptions
 from ultrasam_training.data.errors import DatasetError, OutputExistsError
 from ultrasam_training.data.images import (
     EIGHT_BIT_MODES,
-    IMAGE_MODES,
     copy_file,
     is_eight_bit_png,
     read_array,
@@ -56,21 +57,19 @@ def _verify_png(path: Path) -> None:
 class DatasetOutput:
     """Places images and writes the COCO file of one dataset, refusing to overwrite unless asked."""
 
-    def __init__(self, dataset: str, out_dir: str | Path, *, image_mode: str = "copy", overwrite: bool = False) -> None:
-        if image_mode not in IMAGE_MODES:
-            raise DatasetError(f"image_mode must be one of {IMAGE_MODES}, not {image_mode!r}")
+    def __init__(self, dataset: str, out_dir: str | Path, options: ConvertOptions) -> None:
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.images_dir = self.out_dir / "images"
         self.coco_path = self.out_dir / "annotations" / f"{dataset}__coco.json"
         self.report_path = self.out_dir / "annotations" / f"{dataset}__report.json"
-        self.image_mode = image_mode
-        self.overwrite = overwrite
+        self.image_mode = options.image_mode
+        self.overwrite = options.overwrite
         self._count = 0
         self._written: set[str] = set()
-        if not overwrite:
+        if not self.overwrite:
             if self.coco_path.exists():
-                raise OutputExistsError(f"{self.coco_path} exists; pass overwrite=True (--overwrite) to replace it")
+                refuse_existing(self.coco_path)
             if self.images_dir.is_dir() and any(self.images_dir.glob(f"{dataset}__*")):
                 raise OutputExistsError(
                     f"{self.images_dir} already holds {dataset}__* images; pass overwrite=True (--overwrite)"
@@ -119,11 +118,12 @@ class DatasetOutput:
         return f"images/{name}"
 
     def finish(self, coco: Mapping, report: ConversionReport) -> Path:
-        """Write the COCO file and the report next to it; drop stale images of a replaced run."""
-        path = write_coco(coco, self.coco_path, overwrite=self.overwrite)
-        report.coco_path = path
-        report.coco = dict(coco)
-        write_json(report.to_dict(), self.report_path, overwrite=True, indent=1)
+        """Write the COCO file and the report next to it (both or neither); drop stale images of a replaced run."""
+        with all_or_nothing([self.coco_path, self.report_path]):
+            path = write_coco(coco, self.coco_path, overwrite=self.overwrite)
+            report.coco_path = path
+            report.coco = dict(coco)
+            write_json(report.to_dict(), self.report_path, overwrite=True, indent=1)
         if self.overwrite and self.images_dir.is_dir():
             for stale in self.images_dir.glob(f"{self.dataset}__*"):
                 if stale.name not in self._written:

@@ -21,7 +21,7 @@ shape instead, so both layouts are sliced at the same x as the image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from ultrasam_training.data.convert._volume_pairs import (
     nifti_stem,
     pair_files,
 )
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
 
@@ -53,18 +54,13 @@ def _channel_masks(label_slice: np.ndarray) -> MaskList:
     return [(CATEGORY, label_slice[..., k] != 0) for k in range(label_slice.shape[-1])]
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    channels: Sequence[int] | None = None,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"channels": None}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the mu-RegPro TRUS volumes into ``out_dir``; ``channels`` selects label channels (default all)."""
+    channels = options.extras(OPTIONS, DATASET)["channels"]
     root = find_root(raw_dir, ["nifti_data"], lambda p: any((p / s / "us_images").is_dir() for s in SPLITS), EXPECTED)
     report = ConversionReport(DATASET)
     pairs = []
@@ -83,8 +79,7 @@ def convert(
         return stack[..., list(channels)]
 
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="mu-RegPro TRUS prostate volumes",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, fix_label=select_channels, masks_of=_channel_masks, view="sagittal",
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="mu-RegPro TRUS prostate volumes",
+        url=URL, expected=EXPECTED, fix_label=select_channels, masks_of=_channel_masks, view="sagittal",
         flip_how="diagonal",
     )

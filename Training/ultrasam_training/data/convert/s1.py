@@ -12,13 +12,12 @@ file stem across both, so equal ids in train and test overwrote each other).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from ultrasam_training.data.convert._labelled_2d import find_root, index_files, sorted_paths
-from ultrasam_training.data.convert.samples import (
-    Loaded, Sample, convert_samples, masks_from_label_map, read_image_file, unmapped_values,
-)
-from ultrasam_training.data.images import read_gray_mask
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Sample, convert_samples, load_label_map
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "s1"
@@ -26,17 +25,6 @@ CATEGORIES = ("benign", "malignant")
 URL = "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC8205136/"
 SPLITS = {"TrainingDataSet": "train", "TestingDataSet": "test"}
 MAPPING = {127: "benign", 255: "malignant"}
-
-
-def _loader(image: Path, mask: Path, source: str, report: ConversionReport):
-    def load() -> Loaded:
-        read_image_file(image)
-        labels = read_gray_mask(mask)
-        extra = unmapped_values(labels, MAPPING)
-        if extra:
-            report.note(f"{source}: mask values {extra[:8]} are neither 127 nor 255; left out")
-        return Loaded(image, masks_from_label_map(labels, MAPPING))
-    return load
 
 
 def _split_samples(split_dir: Path, split: str, report: ConversionReport) -> list[Sample]:
@@ -57,20 +45,12 @@ def _split_samples(split_dir: Path, split: str, report: ConversionReport) -> lis
         if stem not in masks:
             report.skip(source, f"no {stem}.png in the Expanded-3-channel-Labels folder")
             continue
-        samples.append(Sample(source, _loader(image, masks[stem], source, report), case_id=stem, split=split))
+        load = partial(load_label_map, image, masks[stem], MAPPING, source, report, "neither 127 nor 255")
+        samples.append(Sample(source, load, case_id=stem, split=split))
     return samples
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert S1 (``Data/TrainingDataSet`` and ``Data/TestingDataSet``) into ``out_dir``."""
     root = find_root(raw_dir, lambda d: any((d / name).is_dir() for name in SPLITS),
                      "Data/{TrainingDataSet,TestingDataSet}/{BreastTumourImages,Expanded-3-channel-Labels}/")
@@ -82,7 +62,6 @@ def convert(
         else:
             report.note(f"{folder}/ is missing")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="S1 breast ultrasound tumour segmentation", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="S1 breast ultrasound tumour segmentation",
+        url=URL, report=report,
     )

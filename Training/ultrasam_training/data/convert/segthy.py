@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from ultrasam_training.data.convert._volume_pairs import VolumePair, convert_pairs, find_root, nifti_stem, pair_files
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "segthy"
@@ -39,16 +40,7 @@ def _niftis(folder: Path, suffix: str = "") -> dict[str, Path]:
     return found
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the SegThy ultrasound volumes into ``out_dir`` (annotated axial slices only)."""
     levels = [GROUND_TRUTH, *(GROUND_TRUTH.split("/", n)[-1] for n in (1, 2)), f"SegThy/{GROUND_TRUTH}"]
     root = find_root(raw_dir, levels, lambda p: (p / "US").is_dir(), EXPECTED)
@@ -60,7 +52,7 @@ def convert(
         pairs.append(VolumePair(image, label, image.relative_to(root).as_posix(), case_id=case,
                                 patient_id=volunteer[1] if volunteer else case))
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, report=report, description="SegThy thyroid ultrasound volumes",
-        url=URL, expected=EXPECTED, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty,
-        limit=limit, progress=progress, mapping=MAPPING, flip_how="diagonal",
+        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
+        description="SegThy thyroid ultrasound volumes", url=URL, expected=EXPECTED, mapping=MAPPING,
+        flip_how="diagonal",
     )

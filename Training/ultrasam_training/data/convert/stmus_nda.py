@@ -18,6 +18,7 @@ from pathlib import Path
 from ultrasam_training.data.convert._labelled_2d import (
     find_root, index_files, natural_key, relative, sorted_paths,
 )
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
 from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
@@ -65,16 +66,7 @@ def _muscle_samples(root: Path, muscle_dir: Path, report: ConversionReport) -> l
     return samples
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert STMUS_NDA (the unpacked ``Polito-Radboud-DeepLearningUS`` folder) into ``out_dir``."""
     root = find_root(raw_dir, lambda d: any((d / m).is_dir() for m in MUSCLES), _EXPECTED, depth=4)
     report = ConversionReport(DATASET)
@@ -85,7 +77,6 @@ def convert(
         else:
             report.note(f"muscle folder {muscle}/ is missing")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="STMUS_NDA transverse musculoskeletal ultrasound",
-        url=URL, image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit,
-        progress=progress, report=report,
+        DATASET, CATEGORIES, samples, out_dir, options,
+        description="STMUS_NDA transverse musculoskeletal ultrasound", url=URL, report=report,
     )

@@ -14,8 +14,10 @@ video id in the file names, so no patient id is known.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, files, find_root, folder_samples
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.jsonio import read_json
 from ultrasam_training.data.report import ConversionReport
@@ -44,18 +46,13 @@ def official_splits(root: Path, images: list[Path], report: ConversionReport) ->
     return splits
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert TG3K into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, (IMAGE_DIR, MASK_DIR), ("", "tg3k", "Thyroid Dataset/tg3k"),
                      f"tg3k/{IMAGE_DIR}/ and tg3k/{MASK_DIR}/ (+ {SPLIT_FILE})")
     report = ConversionReport(DATASET)
@@ -64,7 +61,6 @@ def convert(
     samples = folder_samples(root, image_dir, child(root, MASK_DIR), CATEGORIES[0], threshold, report,
                              fields=lambda image: {"split": splits.get(image)})
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="TG3K: thyroid gland segmentation", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
+        DATASET, CATEGORIES, samples, out_dir, options, description="TG3K: thyroid gland segmentation", url=URL,
         report=report,
     )

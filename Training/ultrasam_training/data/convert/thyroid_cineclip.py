@@ -21,6 +21,7 @@ from scipy.ndimage import binary_fill_holes
 
 from ultrasam_training.data.convert._tracings import read_csv_rows
 from ultrasam_training.data.convert._volume_pairs import find_root
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -87,22 +88,12 @@ def _samples(path: Path, labels: dict[str, str], report: ConversionReport) -> It
             )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the cine-clip frames of ``dataset.hdf5`` into ``out_dir``."""
     root = find_root(raw_dir, ["thyroidultrasoundcineclip"], lambda p: (p / HDF5).is_file(), EXPECTED)
     report = ConversionReport(DATASET)
     labels = _tirads(root, report)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root / HDF5, labels, report), out_dir,
-        description="Stanford Thyroid Ultrasound Cine-clip", url=URL, image_mode=image_mode, overwrite=overwrite,
-        keep_empty=keep_empty, limit=limit, progress=progress, report=report, unit="frame",
+        DATASET, CATEGORIES, _samples(root / HDF5, labels, report), out_dir, options,
+        description="Stanford Thyroid Ultrasound Cine-clip", url=URL, report=report, unit="frame",
     )

@@ -14,8 +14,10 @@ into the training file; here they keep ``split="test"`` (trainval images ``split
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, find_root, folder_samples, id_key, read_class_csv
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.report import ConversionReport
 
@@ -27,18 +29,13 @@ PARTS = {"trainval": "train", "test": "test"}  #: folder prefix -> split
 CLASSES = {0: "benign", 1: "malignant"}
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert TN3K (trainval and test) into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, ("trainval-image", "trainval-mask"), ("", "tn3k", "Thyroid Dataset/tn3k"),
                      "tn3k/trainval-image/ + trainval-mask/ (and test-image/ + test-mask/)")
     report = ConversionReport(DATASET)
@@ -57,7 +54,6 @@ def convert(
 
         samples += folder_samples(root, image_dir, mask_dir, CATEGORIES[0], threshold, report, fields=fields)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="TN3K: thyroid nodule segmentation", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
+        DATASET, CATEGORIES, samples, out_dir, options, description="TN3K: thyroid nodule segmentation", url=URL,
         report=report,
     )

@@ -14,8 +14,10 @@ kept as the image-level class label.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ultrasam_training.data.convert._paired_folders import child, find_root, folder_samples, id_key, read_class_csv
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import convert_samples
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -43,18 +45,13 @@ def find_layout(raw_dir: str | Path) -> tuple[Path, Path, Path]:
     )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the TN-SCUI 2020 training set into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root, image_dir, mask_dir = find_layout(raw_dir)
     report = ConversionReport(DATASET)
     csv_path = child(root, "train.csv")
@@ -66,7 +63,6 @@ def convert(
 
     samples = folder_samples(root, image_dir, mask_dir, CATEGORIES[0], threshold, report, fields=fields)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, description="TN-SCUI 2020: thyroid nodule segmentation", url=URL,
-        image_mode=image_mode, overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress,
-        report=report,
+        DATASET, CATEGORIES, samples, out_dir, options, description="TN-SCUI 2020: thyroid nodule segmentation",
+        url=URL, report=report,
     )

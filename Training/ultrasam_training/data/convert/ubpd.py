@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ultrasam_training.data.convert._polygons import polygon_mask, read_json_file, rectangle_points
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size
 from ultrasam_training.data.report import ConversionReport
@@ -79,16 +79,7 @@ def _samples(root: Path, annotations: dict[str, Path], report: ConversionReport)
         )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-) -> ConversionReport:
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert UBPD into ``out_dir`` (see the module docstring)."""
     root = Path(raw_dir)
     report = ConversionReport(DATASET)
@@ -97,7 +88,6 @@ def convert(
         raise DatasetError(f"{root}: no labelme .json files (expected JPG images + labelme JSON with the same stem)")
     annotations = _index(jsons, root, "labelme file", report)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, annotations, report), out_dir,
-        description="UBPD: Ultrasound Brachial Plexus Dataset", url=URL, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(root, annotations, report), out_dir, options,
+        description="UBPD: Ultrasound Brachial Plexus Dataset", url=URL, report=report,
     )

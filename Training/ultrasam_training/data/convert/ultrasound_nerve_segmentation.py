@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ultrasam_training.data.convert._volume_pairs import find_root
-from ultrasam_training.data.convert.busi import natural_key
-from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
+from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
+from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, natural_key, read_image_file
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import read_gray_mask
 from ultrasam_training.data.report import ConversionReport
@@ -60,22 +60,16 @@ def _samples(train: Path, threshold: int, report: ConversionReport) -> Iterator[
         )
 
 
-def convert(
-    raw_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    image_mode: str = "copy",
-    overwrite: bool = False,
-    keep_empty: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    threshold: int = THRESHOLD,
-) -> ConversionReport:
+#: dataset-specific options (``--option NAME=VALUE``) and their defaults
+OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
+
+
+def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the Kaggle training images and masks into ``out_dir``."""
+    threshold = options.extras(OPTIONS, DATASET)["threshold"]
     root = find_root(raw_dir, ["ultrasound-nerve-segmentation"], _is_root, EXPECTED)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root / "train", threshold, report), out_dir,
-        description="Kaggle Ultrasound Nerve Segmentation (training set)", url=URL, image_mode=image_mode,
-        overwrite=overwrite, keep_empty=keep_empty, limit=limit, progress=progress, report=report,
+        DATASET, CATEGORIES, _samples(root / "train", threshold, report), out_dir, options,
+        description="Kaggle Ultrasound Nerve Segmentation (training set)", url=URL, report=report,
     )
