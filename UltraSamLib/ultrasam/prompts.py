@@ -40,8 +40,10 @@ continuous slice coordinate ``s`` (half a voxel either side of its centre plane)
 * An ROI is cut by each slab it crosses: the box on frame ``n`` is the bounding rectangle of
   the part of the (possibly oblique) ROI inside the slab, computed exactly from its 8 corners
   and the crossings of its 12 edges with the slab planes. For an ROI aligned with the slicing
-  axis this is the projection of its 8 corners on every slice it spans. A flat ROI (zero
-  thickness, as drawn on a 2D image) belongs to the one slab holding it. Slices where the cut
+  axis this is the projection of its 8 corners on every slice it spans. An ROI at most one slice
+  thick (drawn on a slice view; through an oblique or transformed geometry its faces land a
+  rounding error beyond its slab) means "this box on this slice": it belongs to the one slab
+  holding its middle, with the bounding rectangle of its 8 corners, and bounds nothing else. Slices where the cut
   is refused by the box rule (less than one pixel wide, or missing the image) are skipped; if
   none remains the ROI is an error (empty intersection, or degenerate box). Only the slices of
   the stack are visited, however far the ROI reaches beyond them.
@@ -49,7 +51,6 @@ continuous slice coordinate ``s`` (half a voxel either side of its centre plane)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -66,6 +67,11 @@ MAX_POINTS_PER_FRAME = 1000
 attention grows with the points: the token self-attention alone is 8 heads x N^2 floats, 3.2 GB at
 10 000 points; at 1000 a decoder pass took ~0.3 GB and ~8 s on a CPU (measured). Real prompt sets
 are a handful of clicks."""
+
+SLICE_ROI_TOLERANCE = 1e-6
+"""How far (in slices) beyond one slice's thickness an ROI may reach and still be a box on one slice:
+Slicer places an ROI drawn on a slice view one voxel thick, and an oblique IJK-to-RAS plus a parent
+transform move its faces by ~1e-9 slice."""
 
 _EPS = 1e-9
 # The 12 edges of a box whose corner n has bit a set when it is on the + side of axis a.
@@ -367,7 +373,7 @@ def _crossed_slices(s_min: float, s_max: float, last: int, flat: bool) -> list[i
     """Slices ``0..last`` whose slab the span ``s_min..s_max`` crosses. The span is first cut to the
     stack, so an ROI reaching 1e300 slices away costs no more than one inside the volume."""
     if flat:
-        n = _slab_of(s_min)
+        n = _slab_of((s_min + s_max) / 2)
         return [n] if 0 <= n <= last else []
     first = max(0, _slab_of(max(s_min, -1.0)))
     stop = min(last, _slab_of(min(s_max, last + 1.0)))
@@ -381,7 +387,7 @@ def roi_to_boxes(stack: FrameStack, roi: MarkupRoi) -> dict[int, np.ndarray]:
         raise PromptError(f"{roi.describe()} has no finite position on the {stack.axis} slices")
     s_min, s_max = float(xys[:, 2].min()), float(xys[:, 2].max())
     last = len(stack) - 1
-    flat = s_max - s_min < 1e-6
+    flat = s_max - s_min <= 1.0 + SLICE_ROI_TOLERANCE
     slices = _crossed_slices(s_min, s_max, last, flat)
     if not slices:
         raise PromptError(
@@ -435,8 +441,3 @@ def pixel_prompts(
     if prompts.is_empty:
         raise PromptError("no prompts given: pass at least one point or a box")
     return check_on_frame(prompts, frame_shape)
-
-
-def prompt_frames(prompts: Mapping[int, FramePrompts]) -> list[int]:
-    """Frame indices carrying a positive prompt (where propagation can start)."""
-    return [n for n, p in sorted(prompts.items()) if p.has_positive]

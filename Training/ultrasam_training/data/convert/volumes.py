@@ -14,12 +14,12 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from ultrasam.frames import AXES, frame_of, slice_axis_of
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.limits import check_volume_size
 
 View = Literal["axial", "coronal", "sagittal"]
-VIEWS: tuple[str, ...] = ("axial", "coronal", "sagittal")
-_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+VIEWS: tuple[str, ...] = tuple(AXES)
 
 
 def read_volume(path: str | Path) -> np.ndarray:
@@ -70,10 +70,11 @@ def window_to_uint8(volume: np.ndarray, low: float | None = None, high: float | 
 
 
 def slices(volume: np.ndarray, view: View = "axial") -> Iterator[tuple[int, np.ndarray]]:
-    """``(index, 2-D slice)`` along ``view`` (see the module docstring for the axes)."""
-    if view not in _ORDER:
-        raise DatasetError(f"view must be one of {VIEWS}, not {view!r}")
-    order = _ORDER[view] + tuple(range(3, volume.ndim))
-    moved = np.transpose(volume, order)
-    for index in range(moved.shape[0]):
-        yield index, moved[index]
+    """``(index, 2-D slice)`` along ``view``: the library's frame convention (``ultrasam.frames``) on
+    SimpleITK's ``(z, y, x)`` = ``(k, j, i)`` array, which is the released converters' too."""
+    try:
+        count = volume.shape[2 - slice_axis_of(view)]
+    except ValueError as exc:
+        raise DatasetError(f"view must be one of {VIEWS}, not {view!r}") from exc
+    for index in range(count):
+        yield index, frame_of(volume, view, index)
