@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ultrasam_training.train.cli",
     "ultrasam_training.evaluation.cli",
     "ultrasam_training.evaluation.compare_cli",
+    "ultrasam_training.downstream.cli",
 )
 
 

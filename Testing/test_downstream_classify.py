@@ -1,0 +1,111 @@
+"""Downstream classification: the smoke config end to end, and the pooled-feature cache.
+
+The smoke run trains the linear probe on cached LiteMedSAM features of 6 real BUSI images (val split)
+for 8 iterations on one fixed batch, selects on val, evaluates and reports; the loss must fall.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mmengine")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _losses(work_dir: Path) -> dict[int, float]:
+    losses = {}
+    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if "loss" in record:
+                losses[int(record["iter"])] = float(record["loss"])
+    return losses
+
+
+def _dataset_options(prefixes: list[str], **values) -> dict:
+    return {f"{prefix}.{key}": value for prefix in prefixes for key, value in values.items()}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_dir, litemedsam_checkpoint):
+    from ultrasam_training.downstream.run import run_downstream
+
+    work_dir = tmp_path_factory.mktemp("classify") / "run"
+    options = _dataset_options(
+        ["train_dataloader.dataset", "val_dataloader.dataset", "evaluation.sets.val", "evaluation.sets.test"],
+        data_root=str(data_dir), encoder=str(litemedsam_checkpoint),
+        feature_dir=str(REPO_ROOT / "work_dirs/cache/downstream_features_smoke"))
+    return run_downstream("classify", "downstream_classify_smoke", work_dir=work_dir, cfg_options=options)
+
+
+def test_classification_smoke_lowers_the_loss_and_reports(smoke_run):
+    losses = _losses(smoke_run)
+    assert sorted(losses) == list(range(1, 9))
+    assert losses[8] < 0.8 * losses[1], losses
+    results = smoke_run / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    assert set(summary["sets"]) == {"val", "test"}
+    for estimate in summary["sets"]["test"].values():
+        assert estimate["n"] == 6 and estimate["low"] <= estimate["value"] <= estimate["high"]
+    assert summary["cost"]["trainable_parameters"] == 320 * 3 + 3  # the linear head only
+    assert summary["cost"]["seconds_per_iteration"] > 0
+    assert "best_busi_macro_f1" in summary["meta"]["selected"]
+    with open(results / "predictions" / "test.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"benign", "malignant", "normal"}
+    probabilities = np.array([[float(r[f"p_{c}"]) for c in ("benign", "malignant", "normal")] for r in rows])
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    for name in ("summary.md", "summary.csv", "confusion_test.png", "roc_test.png", "roc_val.png"):
+        assert (results / name).stat().st_size > 100
+    assert "not a diagnosis" in (results / "summary.md").read_text()
+
+
+def test_feature_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(tmp_path, data_dir,
+                                                                              litemedsam_checkpoint):
+    from ultrasam.checkpoints import extract_state_dict, read_checkpoint
+    from ultrasam_training.downstream import busi
+    from ultrasam_training.downstream.feature_cache import pooled_features
+    from ultrasam_training.train.dataset import read_rgb
+    from ultrasam_training.train.export import save_state_dict
+
+    item = busi.classification_items(data_dir, "val", per_class=1)[0]
+    moved = tmp_path / "renamed copy.png"
+    shutil.copy(item.path, moved)  # same bytes, another path: still a cache hit
+    cache = tmp_path / "cache"
+    first = pooled_features([item.path], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False)
+    assert (first.computed, first.reused) == (1, 0)
+    again = pooled_features([moved], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False)
+    assert (again.computed, again.reused) == (0, 1)
+    assert np.array_equal(again.arrays["pre_neck"], first.arrays["pre_neck"])
+
+    state = dict(extract_state_dict(read_checkpoint(litemedsam_checkpoint)))
+    key = "image_encoder.neck.0.weight"
+    state[key] = state[key] * 1.5  # another encoder: same architecture, changed weights
+    changed = save_state_dict(state, tmp_path / "changed.safetensors", family="litemedsam")
+    rebuilt = pooled_features([item.path], read_rgb, str(changed), None, cache, progress=False)
+    assert (rebuilt.computed, rebuilt.reused) == (1, 0)
+    assert rebuilt.folder != first.folder
+    assert np.allclose(rebuilt.arrays["pre_neck"], first.arrays["pre_neck"])  # pre-neck untouched by the neck change
+    assert not np.allclose(rebuilt.arrays["neck"], first.arrays["neck"])
+
+    edited = tmp_path / "edited.png"
+    edited.write_bytes(moved.read_bytes() + b"\0")  # different content (a trailing byte PNG readers ignore)
+    third = pooled_features([moved, edited], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False)
+    assert (third.computed, third.reused) == (1, 1)
+
+
+def test_imagenet_baseline_without_local_weights_is_skipped_with_a_message(tmp_path, monkeypatch):
+    from ultrasam_training.downstream.run import run_downstream
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache: nothing to find
+    work_dir = run_downstream("classify", "downstream_classify_resnet50", work_dir=tmp_path / "run")
+    message = (work_dir / "results" / "skipped.md").read_text()
+    assert "ResNet-50 weights not found" in message and "cannot be downloaded" in message
+    assert not (work_dir / "results" / "summary.md").exists()
