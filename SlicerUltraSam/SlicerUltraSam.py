@@ -1,9 +1,11 @@
 """SlicerUltraSam: segment ultrasound from clicks and boxes (UltraSam / SAM family) in 3D Slicer.
 
 This file holds only what needs Qt: the module description, the parameter node, the widget and
-the in-application self-test. Everything that reads prompts and writes segments is in the Qt-free
-``SlicerUltraSamLib`` (usable from the Python console and testable without the application); the
-model code is the bundled ``ultrasam`` library.
+the in-application self-test. The widget only connects Qt to the Qt-free ``SlicerUltraSamLib``,
+where every decision is made (and tested headless on ``slicer-core``): what a run's inputs are,
+which volume to preselect, what a result means, how jobs run off the GUI thread
+(``SlicerUltraSamLib.jobs``: the GUI never waits on a worker). The model code is the bundled
+``ultrasam`` library.
 
 Console example::
 
@@ -14,8 +16,6 @@ Console example::
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import traceback
 
 import qt
@@ -76,31 +76,6 @@ class SlicerUltraSamParameterNode:
     minScore: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
-# ====================================================================================== worker
-class _Worker(threading.Thread):
-    """Runs one job off the GUI thread; results, errors and progress go through a queue.
-
-    The GUI thread polls the queue with a QTimer, so every scene change happens on the GUI thread.
-    """
-
-    def __init__(self, job, on_done, label):
-        super().__init__(daemon=True)
-        self.job = job
-        self.on_done = on_done
-        self.label = label
-        self.messages = queue.Queue()
-        self.cancelled = threading.Event()
-
-    def progress(self, done, total):
-        self.messages.put(("progress", (done, total)))
-
-    def run(self):
-        try:
-            self.messages.put(("done", self.job(self)))
-        except Exception as exc:  # reported on the GUI thread
-            self.messages.put(("error", (exc, traceback.format_exc())))
-
-
 # ====================================================================================== widget
 class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
@@ -108,11 +83,10 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.ui = None
         self.logic = None
+        self.jobs = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._promptNodes = []
-        self._worker = None
-        self._pendingLive = False
         self._undoShortcut = None
         self._libraryError = None
         self._warmVolume = None
@@ -131,13 +105,30 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._debounceTimer.connect("timeout()", self.onLiveUpdate)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_MS)
-        self._pollTimer.connect("timeout()", self._pollWorker)
+        self._pollTimer.connect("timeout()", self._pollJobs)
 
         self.ui.progressBar.setVisible(False)
         self.ui.installDependenciesButton.setVisible(False)
         self.ui.segmentSelector.setNoneEnabled(True)
         self._populateModelChoices()
+        self._connectGui()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        try:
+            from SlicerUltraSamLib import SlicerUltraSamLogic
+            from SlicerUltraSamLib.jobs import JobRunner
+
+            self.logic = SlicerUltraSamLogic(allowDownload=False)
+            self.jobs = JobRunner()
+        except Exception as exc:  # keep the module usable enough to say what is wrong
+            self._libraryError = f"{exc.__class__.__name__}: {exc}"
+            log.exception("SlicerUltraSam logic could not be loaded")
+        self._applyModelChoice()
+        self._updateDependencyState()
+        self.initializeParameterNode()
+
+    def _connectGui(self):
         self.ui.segmentButton.connect("clicked(bool)", lambda _: self.onSegment(propagate=False))
         self.ui.propagateButton.connect("clicked(bool)", lambda _: self.onSegment(propagate=True))
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -149,31 +140,22 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda _: self.onModelChanged())
         self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", lambda _: self.onModelChanged())
         self.ui.sliceViewComboBox.connect("currentIndexChanged(int)", lambda _: self._savePreferences())
-        for selector, place, color in (
-            (self.ui.positivePointsSelector, self.ui.positivePlaceWidget, (0.2, 0.9, 0.3)),
-            (self.ui.negativePointsSelector, self.ui.negativePlaceWidget, (0.95, 0.25, 0.2)),
-            (self.ui.roiSelector, self.ui.roiPlaceWidget, None),
+        # Each place widget places into the list its selector shows; picking a point list (or creating
+        # one) also makes it the list that clicks in the views go to, so switching between positive and
+        # negative is one choice in the module.
+        for selector, place, negative in (
+            (self.ui.positivePointsSelector, self.ui.positivePlaceWidget, False),
+            (self.ui.negativePointsSelector, self.ui.negativePlaceWidget, True),
         ):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", place.setCurrentNode)
-            if color is not None:
-                selector.connect("nodeAddedByUser(vtkMRMLNode*)", lambda node, color=color: self._colorPoints(node, color))
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
-        try:
-            from SlicerUltraSamLib import SlicerUltraSamLogic
-
-            self.logic = SlicerUltraSamLogic(allowDownload=False)
-        except Exception as exc:  # keep the module usable enough to say what is wrong
-            self._libraryError = f"{exc.__class__.__name__}: {exc}"
-            log.exception("SlicerUltraSam logic could not be loaded")
-        self._applyModelChoice()
-        self._updateDependencyState()
-        self.initializeParameterNode()
+            selector.connect("nodeActivated(vtkMRMLNode*)", self._activatePointList)
+            selector.connect(
+                "nodeAddedByUser(vtkMRMLNode*)", lambda node, negative=negative: self._onPointListAdded(node, negative)
+            )
+        self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
 
     def cleanup(self):
-        self._cancelWorker()
+        self._stopJobs()
         self._removePromptObservers()
         self.removeObservers()
         self._setUndoShortcut(False)
@@ -190,7 +172,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
-        self._cancelWorker()
+        self._stopJobs()
         self._removePromptObservers()
         self.setParameterNode(None)
         if self.logic is not None:
@@ -203,12 +185,10 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ parameter node
     def initializeParameterNode(self):
         node = SlicerUltraSamParameterNode(_ScriptedLogic().getParameterNode())
-        if not node.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode") or slicer.mrmlScene.GetFirstNodeByClass(
-                "vtkMRMLVectorVolumeNode"
-            )
-            if first:
-                node.inputVolume = first
+        if not node.inputVolume and self.logic is not None:
+            default = self.logic.defaultInputVolume(slicer.mrmlScene)
+            if default is not None:
+                node.inputVolume = default
         self.setParameterNode(node)
 
     def setParameterNode(self, inputParameterNode):
@@ -234,28 +214,34 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._warmVolume = volume
             self._warmUp(volume)
 
-    def _warmUp(self, volume):
-        """Load the model and encode the working slice and its neighbours in the background, so the
-        first click only runs the decoder. Never downloads (that needs the user's consent)."""
-        if self.logic is None or self._busy() or self._missingDependencies():
-            return
-        try:
-            if self.logic.weightsToDownload() is not None:
-                return
-            working = self.logic.workingSlice(volume, sliceNode=self._sliceNode())
-            if working is None:
-                return
-            frames = self.logic.frameSource(volume, working.axis)
-            jobs = self.logic.encodingJobs(frames, self.logic.neighbourIndices(working.index, frames.num_frames))
-        except Exception as exc:  # a warm-up is optional: report, never fail
-            log.info("SlicerUltraSam warm-up skipped: %s", exc)
-            return
-        if jobs:
-            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set), None, None)
-
     def onSegmentSelected(self, segmentId):
         if self._parameterNode is not None and self._parameterNode.segmentId != (segmentId or ""):
             self._parameterNode.segmentId = segmentId or ""
+
+    # ------------------------------------------------------------------ prompt lists
+    def _activatePointList(self, node):
+        """Clicks in the views go to ``node`` from now on (the positive or the negative list)."""
+        if node is not None:
+            slicer.modules.markups.logic().SetActiveList(node)
+
+    def _onPointListAdded(self, node, negative):
+        if self.logic is not None:
+            self.logic.colorPointList(node, negative)
+        self._activatePointList(node)
+
+    def onNewObject(self):
+        """New empty point lists and no segment: the next prompt starts a new "UltraSam N" segment."""
+        node = self._parameterNode
+        if node is None or self.logic is None:
+            return
+        positive, negative = self.logic.newPointLists(slicer.mrmlScene)
+        wasModifying = node.StartModify()
+        node.positivePoints, node.negativePoints = positive, negative
+        node.roi = None
+        node.segmentId = ""
+        node.EndModify(wasModifying)
+        self._activatePointList(positive)
+        self.ui.positivePlaceWidget.setPlaceModeEnabled(True)
 
     # ------------------------------------------------------------------ prompt observers (live update)
     def _observePromptNodes(self):
@@ -286,26 +272,12 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._debounceTimer.start()  # restarts: a drag triggers one update after it pauses
 
     def onLiveUpdate(self):
-        if self._busy(foregroundOnly=True):
-            self._pendingLive = True
+        if self.jobs is not None and self.jobs.busy(foreground_only=True):
+            self.jobs.then(self._debounceTimer.start)  # once the user's job is done
             return
         self.onSegment(propagate=False, live=True)
 
     # ------------------------------------------------------------------ segmentation
-    def _requestArguments(self, propagate):
-        node = self._parameterNode
-        return dict(
-            volumeNode=node.inputVolume,
-            positivePointsNode=node.positivePoints,
-            negativePointsNode=node.negativePoints,
-            roiNode=node.roi,
-            segmentationNode=node.segmentation,
-            segmentId=node.segmentId or None,
-            propagate=propagate,
-            sliceNode=self._sliceNode(),
-            minScore=float(node.minScore),
-        )
-
     def _sliceNode(self):
         name = self.ui.sliceViewComboBox.currentText
         layoutManager = slicer.app.layoutManager()
@@ -313,29 +285,42 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return widget.mrmlSliceNode() if widget else slicer.mrmlScene.GetNodeByID(f"vtkMRMLSliceNode{name}")
 
     def onSegment(self, propagate=False, live=False):
-        if self._busy(foregroundOnly=True) or not self._ready(interactive=not live):
+        if not self._ready(interactive=not live) or self.jobs.busy(foreground_only=True):
             return
-        self._cancelWorker()  # a background precompute yields to the user's request
+        if self.jobs.busy():  # a background precompute: it stops at its next frame, then this runs
+            self.jobs.cancel()
+            self.jobs.then(lambda: self.onSegment(propagate, live))
+            return
         if not self._ensureWeights(interactive=not live):
             return
         if not self._parameterNode.positivePoints and not self._parameterNode.roi:
             if not live:
                 self._report("Place positive points or an ROI first.", error=True, interactive=True)
             return
+        from SlicerUltraSamLib.inputs import SegmentInputs
+        from SlicerUltraSamLib.jobs import JobKind
+
         try:
-            request = self.logic.buildRequest(**self._requestArguments(propagate), snapshot=propagate)
+            inputs = SegmentInputs.fromParameters(self._parameterNode, propagate, self._sliceNode())
+            request = self.logic.buildRequest(inputs, snapshot=propagate)
         except Exception as exc:
             self._fail(exc, interactive=not live)
             return
         if propagate:
-            self._startWorker(lambda worker: self.logic.run(request, worker.cancelled.is_set, worker.progress),
-                              lambda outcome: self._finish(request, outcome), "Propagating")
+            self._startJob(
+                JobKind.PROPAGATE,
+                lambda job: self.logic.run(request, job.should_stop, job.progress),
+                lambda outcome: self._finish(request, outcome),
+            )
             return
         if not self.logic.isModelLoaded or self.logic.missingEmbeddings(request):
             # Encode off the GUI thread, then come back: the decoder alone is fast enough to run here.
             jobs = self.logic.encodingJobs(request.frames, sorted(request.prompts))
-            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set),
-                              lambda _: self.onSegment(propagate=False, live=live), "Encoding the image")
+            self._startJob(
+                JobKind.ENCODE,
+                lambda job: self.logic.encode(jobs, job.should_stop),
+                lambda _: self.onSegment(propagate=False, live=live),
+            )
             return
         try:
             outcome = self.logic.run(request)
@@ -356,86 +341,81 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.segmentation = self.logic.lastSegmentationNode
             node.segmentId = self.logic.lastSegmentId
             node.EndModify(wasModifying)
-        scores = ", ".join(f"{index}: {score:.2f}" for index, score in sorted(outcome.scores.items())[:8])
-        where = "frame" if request.is_cine else f"{request.axis} slice"
-        note = " (cancelled)" if outcome.cancelled else ""
-        self._report(f"{len(outcome.results)} {where}(s) written{note} ({self.logic.modelDescription} on "
-                     f"{self._deviceText()}); predicted IoU {scores}")
-        self._precomputeNeighbours(request)
+        self._report(self.logic.outcomeMessage(request, outcome), error=bool(outcome.warnings))
+        if not request.propagate:
+            self._precompute(request.frames, request.index)
 
-    def _precomputeNeighbours(self, request):
-        """Encode the working slice's neighbours in the background so the next slice is instant."""
-        if request.propagate or self._busy() or not self.logic.isModelLoaded:
+    def _warmUp(self, volume):
+        """Load the model and encode the working slice and its neighbours in the background, so the
+        first click only runs the decoder. Never downloads (that needs the user's consent)."""
+        if self.logic is None or self._missingDependencies():
             return
-        indices = self.logic.neighbourIndices(request.index, request.frames.num_frames)
-        jobs = self.logic.encodingJobs(request.frames, indices)
+        try:
+            if self.logic.weightsToDownload() is not None:
+                return
+            working = self.logic.workingSlice(volume, sliceNode=self._sliceNode())
+            if working is None:
+                return
+            frames = self.logic.frameSource(volume, working.axis)
+        except Exception as exc:  # a warm-up is optional: report, never fail
+            log.info("SlicerUltraSam warm-up skipped: %s", exc)
+            return
+        self._precompute(frames, working.index)
+
+    def _precompute(self, frames, index):
+        """Encode slice ``index`` and its neighbours in the background so the next click is instant."""
+        from SlicerUltraSamLib.jobs import JobKind
+
+        if self.jobs.busy() or not self.logic.isModelLoaded and self.logic.weightsToDownload() is not None:
+            return
+        jobs = self.logic.encodingJobs(frames, self.logic.neighbourIndices(index, frames.num_frames))
         if jobs:
-            self._startWorker(lambda worker: self.logic.encode(jobs, worker.cancelled.is_set), None, None)
+            self._startJob(JobKind.PRECOMPUTE, lambda job: self.logic.encode(jobs, job.should_stop))
 
-    # ------------------------------------------------------------------ worker plumbing
-    def _busy(self, foregroundOnly=False):
-        """A worker is running (``foregroundOnly``: one the user started, not a background precompute)."""
-        if self._worker is None or not self._worker.is_alive():
-            return False
-        return self._worker.label is not None or not foregroundOnly
-
-    def _startWorker(self, job, on_done, label):
-        self._worker = _Worker(job, on_done, label)
-        if label:
+    # ------------------------------------------------------------------ jobs (never waited for)
+    def _startJob(self, kind, work, on_done=None):
+        if self.jobs.start(kind, work, on_done) is None:
+            if kind.foreground:
+                self._report("Busy: wait for the current job to finish, or Cancel it.")
+            return
+        if kind.foreground:
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.setRange(0, 0)
-            self._report(f"{label} on {self._deviceText()}…")
+            self._report(f"{kind.label} on {self._deviceText()}…")
         self._updateButtons()
-        self._worker.start()
         self._pollTimer.start()
 
-    def _pollWorker(self):
-        worker = self._worker
-        if worker is None:
+    def _pollJobs(self):
+        self.jobs.poll(self._onJobProgress, self._onJobEnd, self._onJobError)
+        if not self.jobs.busy():
             self._pollTimer.stop()
-            return
-        while True:
-            try:
-                kind, payload = worker.messages.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "progress":
-                done, total = payload
-                self.ui.progressBar.setRange(0, max(1, total))
-                self.ui.progressBar.setValue(done)
-                continue
-            self._pollTimer.stop()
-            self._worker = None
-            self.ui.progressBar.setVisible(False)
-            self._updateButtons()
-            if kind == "error":
-                exc, details = payload
-                self._fail(exc, interactive=worker.label is not None, details=details)
-            elif worker.on_done is not None and not (worker.cancelled.is_set() and worker.label == "Encoding the image"):
-                worker.on_done(payload)
-            if self._pendingLive and not self._busy(foregroundOnly=True):
-                self._pendingLive = False
-                self._debounceTimer.start()  # a background precompute started meanwhile yields to it
-            return
+
+    def _onJobProgress(self, job, done, total):
+        self.ui.progressBar.setRange(0, max(1, total))
+        self.ui.progressBar.setValue(done)
+
+    def _onJobEnd(self, job):
+        self.ui.progressBar.setVisible(False)
+        self._updateButtons()
+
+    def _onJobError(self, job, exc, details):
+        self._fail(exc, interactive=job.kind.foreground, details=details)
 
     def onCancel(self):
-        if self._worker is not None:
-            self._worker.cancelled.set()
+        if self.jobs is not None and self.jobs.busy():
+            self.jobs.cancel()
             self._report("Cancelling…")
 
-    def _cancelWorker(self):
-        if self._worker is not None:
-            self._worker.cancelled.set()
-            self._worker.join(timeout=30)
-            self._worker = None
-        if hasattr(self, "_pollTimer"):
-            self._pollTimer.stop()
+    def _stopJobs(self):
+        """Stop what runs and drop its result (scene closing, module cleaned up); returns at once."""
+        if self.jobs is not None:
+            self.jobs.cancel(abandon=True)
+            self.jobs.forget_pending()
 
-    # ------------------------------------------------------------------ undo, new object
+    # ------------------------------------------------------------------ undo
     def onUndo(self):
-        if self.logic is None or self._busy(foregroundOnly=True):
+        if self.logic is None or self.jobs.busy(foreground_only=True):
             return
-        self._cancelWorker()
         try:
             description = self.logic.undo()
         except Exception as exc:
@@ -454,62 +434,33 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._undoShortcut.deleteLater()
             self._undoShortcut = None
 
-    def onNewObject(self):
-        """New empty point lists and no segment: the next prompt starts a new "UltraSam N" segment."""
-        node = self._parameterNode
-        if node is None:
-            return
-        wasModifying = node.StartModify()
-        for attribute, name, color in (("positivePoints", "UltraSam positive", (0.2, 0.9, 0.3)), ("negativePoints", "UltraSam negative", (0.95, 0.25, 0.2))):
-            points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", slicer.mrmlScene.GenerateUniqueName(name))
-            self._colorPoints(points, color)
-            setattr(node, attribute, points)
-        node.roi = None
-        node.segmentId = ""
-        node.EndModify(wasModifying)
-        self.ui.positivePlaceWidget.setPlaceModeEnabled(True)
-
-    @staticmethod
-    def _colorPoints(node, color):
-        if node is None:
-            return
-        node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        if display is not None:
-            display.SetSelectedColor(*color)
-            display.SetColor(*color)
-
     # ------------------------------------------------------------------ model and dependencies
     def _populateModelChoices(self):
         settings = qt.QSettings()
-        names = []
+        names, preferred, devices = [], "", ["auto", "cpu"]
         try:
             from ultrasam import weights
+            from SlicerUltraSamLib.logic import DEFAULT_WEIGHTS, SlicerUltraSamLogic
 
             names = [entry.name for entry in weights.list_weights()]
+            preferred = DEFAULT_WEIGHTS
+            devices = SlicerUltraSamLogic.availableDevices()
         except Exception as exc:
             log.warning("cannot read the weights registry: %s", exc)
-        self.ui.modelComboBox.clear()
-        for name in names:
-            self.ui.modelComboBox.addItem(name)
-        preferred = settings.value(f"{SETTINGS_GROUP}/model", "litemedsam")
-        index = self.ui.modelComboBox.findText(preferred)
-        self.ui.modelComboBox.setCurrentIndex(max(0, index))
+        self._fillComboBox(self.ui.modelComboBox, names, settings.value(f"{SETTINGS_GROUP}/model", preferred))
+        self._fillComboBox(self.ui.deviceComboBox, devices, settings.value(f"{SETTINGS_GROUP}/device", "auto"))
         self.ui.checkpointPathLineEdit.currentPath = settings.value(f"{SETTINGS_GROUP}/checkpoint", "")
-        devices = ["auto", "cpu"]
-        try:
-            from SlicerUltraSamLib.logic import SlicerUltraSamLogic
-
-            devices = SlicerUltraSamLogic.availableDevices()
-        except Exception:
-            pass
-        self.ui.deviceComboBox.clear()
-        for device in devices:
-            self.ui.deviceComboBox.addItem(device)
-        index = self.ui.deviceComboBox.findText(settings.value(f"{SETTINGS_GROUP}/device", "auto"))
-        self.ui.deviceComboBox.setCurrentIndex(max(0, index))
         index = self.ui.sliceViewComboBox.findText(settings.value(f"{SETTINGS_GROUP}/sliceView", "Yellow"))
         self.ui.sliceViewComboBox.setCurrentIndex(max(0, index))
+
+    @staticmethod
+    def _fillComboBox(comboBox, items, current):
+        wasBlocked = comboBox.blockSignals(True)
+        comboBox.clear()
+        for item in items:
+            comboBox.addItem(item)
+        comboBox.setCurrentIndex(max(0, comboBox.findText(current)))
+        comboBox.blockSignals(wasBlocked)
 
     def _savePreferences(self):
         settings = qt.QSettings()
@@ -519,18 +470,22 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(f"{SETTINGS_GROUP}/sliceView", self.ui.sliceViewComboBox.currentText)
 
     def onModelChanged(self):
-        if self._busy(foregroundOnly=True):
-            return
-        self._cancelWorker()
+        """Results of the old model are not wanted any more: stop its job, then switch."""
         self._savePreferences()
-        self._applyModelChoice()
+        if self.jobs is None:
+            return
+        self.jobs.cancel(abandon=True)
+        self.jobs.then(self._applyModelChoice)
 
     def _applyModelChoice(self):
         if self.logic is None:
             return
         checkpoint = self.ui.checkpointPathLineEdit.currentPath.strip() or None
-        self.logic.setModel(weightsName=self.ui.modelComboBox.currentText or None, checkpoint=checkpoint,
-                            device=self.ui.deviceComboBox.currentText or "auto")
+        self.logic.setModel(
+            weightsName=self.ui.modelComboBox.currentText or None,
+            checkpoint=checkpoint,
+            device=self.ui.deviceComboBox.currentText or "auto",
+        )
         self._report(f"Model: {self.logic.modelDescription}, device {self._deviceText()}.")
 
     def _deviceText(self):
@@ -558,14 +513,20 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             return False
         from ultrasam import weights
+        from SlicerUltraSamLib.jobs import JobKind
 
-        self._startWorker(lambda worker: weights.fetch(entry.name, progress=False), lambda _: self._report(
-            f"Downloaded {entry.name}. Click Segment again."), f"Downloading {entry.name}")
+        self._startJob(
+            JobKind.DOWNLOAD,
+            lambda job: weights.fetch(entry.name, progress=False),
+            lambda _: self._report(f"Downloaded {entry.name}. Click Segment again."),
+        )
         return False
 
     def _ready(self, interactive):
         if self.logic is None:
-            self._report(f"The module's library could not be loaded: {self._libraryError}", error=True, interactive=interactive)
+            self._report(
+                f"The module's library could not be loaded: {self._libraryError}", error=True, interactive=interactive
+            )
             return False
         if self._parameterNode is None or self._parameterNode.inputVolume is None:
             if interactive:
@@ -589,7 +550,9 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = self._missingDependencies()
         self.ui.installDependenciesButton.setVisible(bool(missing))
         if missing:
-            self._report("Missing Python packages: " + ", ".join(missing) + ". Click 'Install dependencies…'.", error=True)
+            self._report(
+                "Missing Python packages: " + ", ".join(missing) + ". Click 'Install dependencies…'.", error=True
+            )
         self._updateButtons()
 
     def onInstallDependencies(self):
@@ -597,7 +560,9 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         try:
             with slicer.util.tryWithErrorDisplay("Installing SlicerUltraSam dependencies failed.", waitCursor=True):
-                done = install_dependencies(lambda message: slicer.util.confirmOkCancelDisplay(message, windowTitle="SlicerUltraSam"))
+                done = install_dependencies(
+                    lambda message: slicer.util.confirmOkCancelDisplay(message, windowTitle="SlicerUltraSam")
+                )
         except Exception:
             done = False
         if done:
@@ -609,8 +574,10 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtons(self):
         if self.ui is None:
             return
-        busy = self._busy(foregroundOnly=True)
-        ready = self.logic is not None and self._parameterNode is not None and self._parameterNode.inputVolume is not None
+        busy = self.jobs is not None and self.jobs.busy(foreground_only=True)
+        ready = (
+            self.logic is not None and self._parameterNode is not None and self._parameterNode.inputVolume is not None
+        )
         self.ui.segmentButton.enabled = ready and not busy
         self.ui.propagateButton.enabled = ready and not busy
         self.ui.cancelButton.enabled = busy

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ultrasam.errors import ImageError
-from ultrasam.frames import load_frames
+from ultrasam.readers import load_frames
 from ultrasam.readers import load_stack, sniff_format
 from ultrasam.volume import Volume, load_volume
 

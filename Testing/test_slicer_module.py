@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "SlicerUltraSam"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 slicer = pytest.importorskip("slicer")
+import vtk  # noqa: E402
 from slicer import util  # noqa: E402
 
 from mrml_helpers import (  # noqa: E402
@@ -66,7 +67,11 @@ PHANTOM_VOLUME_DICE = 0.6055
 CINE_PROMPTED_DICE = 0.9009
 CINE_MIN_DICE = 0.5726
 GEOMETRY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-FRAME_OF_AXIS = {"sagittal": (0, (2, 1)), "coronal": (1, (2, 0)), "axial": (2, (1, 0))}  # slice ijk axis; (row, col) ijk axes
+FRAME_OF_AXIS = {
+    "sagittal": (0, (2, 1)),
+    "coronal": (1, (2, 0)),
+    "axial": (2, (1, 0)),
+}  # slice ijk axis; (row, col) ijk axes
 
 
 # ------------------------------------------------------------------------------------ scene helpers
@@ -192,16 +197,16 @@ def test_points_and_roi_land_on_their_voxels(app, geometry, axis, data):
     negatives = add_points(app, [world_of(volume, transform_matrix, negative)], name="N")
     # an ROI over voxels [low, high] in the frame, one voxel thick around the slice
     low = [data.draw(st.integers(0, n - 2)) for n in shape_ijk]
-    high = [data.draw(st.integers(l + 1, n - 1)) for l, n in zip(low, shape_ijk)]
+    high = [data.draw(st.integers(lo + 1, n - 1)) for lo, n in zip(low, shape_ijk)]
     low[slice_axis] = high[slice_axis] = ijk[slice_axis]
     roi = add_roi_around(app, volume, transform_matrix, np.array(low) - 0.5, np.array(high) + 0.5)
 
-    request = SlicerUltraSamLogic().buildRequest(
-        volume, points, negatives, roi, sliceIndex=ijk[slice_axis], axis=axis
-    )
+    request = SlicerUltraSamLogic().buildRequest(volume, points, negatives, roi, sliceIndex=ijk[slice_axis], axis=axis)
 
     prompt = request.prompts[ijk[slice_axis]]
-    np.testing.assert_allclose(prompt.points, [[ijk[col_axis], ijk[row_axis]], [negative[col_axis], negative[row_axis]]], atol=1e-6)
+    np.testing.assert_allclose(
+        prompt.points, [[ijk[col_axis], ijk[row_axis]], [negative[col_axis], negative[row_axis]]], atol=1e-6
+    )
     assert prompt.labels.tolist() == [1, 0]
     expected_box = [low[col_axis], low[row_axis], high[col_axis] + 1, high[row_axis] + 1]  # exclusive max corner
     np.testing.assert_allclose(prompt.box, expected_box, atol=1e-6)
@@ -270,6 +275,101 @@ def test_prompt_errors_are_clear(app):
         logic.buildRequest(volume, add_points(app, [world_of(volume, None, (4, 3, 0))]), propagate=True)
 
 
+@GEOMETRY
+@given(geometry=geometries(), axis=st.sampled_from(["sagittal", "coronal", "axial"]), data=st.data())
+def test_roi_drawn_on_a_slice_is_that_slices_box_only(app, geometry, axis, data):
+    """An ROI one voxel thick around slice n of an oblique, transformed volume (as drawn on a slice
+    view) prompts slice n alone, with the box a flat ROI gives, and does not bound propagation."""
+    ijk_to_ras, transform_matrix = geometry
+    transform = add_transform(app, transform_matrix) if transform_matrix is not None else None
+    shape_kji = (7, 9, 11)
+    volume = add_volume(app, np.zeros(shape_kji, np.uint8), ijk_to_ras, transform=transform)
+    slice_axis, (row_axis, col_axis) = FRAME_OF_AXIS[axis]
+    count = shape_kji[::-1][slice_axis]
+    n = data.draw(st.integers(0, count - 1))
+    low, high = np.array([1.0, 2.0, 1.0]), np.array([5.0, 6.0, 4.0])  # voxels 1..5, 2..6, 1..4 in the frame
+    low[slice_axis] = high[slice_axis] = n
+    thin = add_roi_around(app, volume, transform_matrix, low - 0.5, high + 0.5, name="thin")
+    flat_low, flat_high = low - 0.5, high + 0.5
+    flat_low[slice_axis] = flat_high[slice_axis] = n
+    flat = add_roi_around(app, volume, transform_matrix, flat_low, flat_high, name="flat")
+    expected_box = [low[col_axis], low[row_axis], high[col_axis] + 1, high[row_axis] + 1]
+    logic = SlicerUltraSamLogic()
+
+    for roi in (thin, flat):
+        request = logic.buildRequest(volume, roiNode=roi, sliceIndex=n, axis=axis, propagate=True)
+        assert list(request.prompts) == [n]
+        np.testing.assert_allclose(request.prompts[n].box, expected_box, atol=1e-6)
+        assert request.frame_range == (0, count - 1)  # how far propagation goes is not the ROI's business
+    for node in (thin, flat, volume):
+        app.scene.RemoveNode(node)
+
+
+def test_a_3d_roi_seeds_every_slice_it_crosses_without_bounding_the_sweep(app):
+    volume = add_volume(app, np.zeros((6, 8, 10), np.uint8), np.diag([0.7, 0.5, 1.3, 1.0]))
+    roi = add_roi_around(app, volume, None, (3.5, 1.5, 0.5), (6.5, 5.5, 4.5))  # slices 4, 5, 6 whole
+    request = SlicerUltraSamLogic().buildRequest(volume, roiNode=roi, sliceIndex=5, axis="sagittal", propagate=True)
+    assert list(request.prompts) == [4, 5, 6] and request.frame_range == (0, 9)
+    for index in (4, 5, 6):
+        np.testing.assert_allclose(request.prompts[index].box, [2, 1, 6, 5], atol=1e-6)
+
+
+def test_console_arguments_of_the_wrong_type_are_clear_type_errors(app):
+    volume = add_volume(app, np.zeros((6, 8, 10), np.uint8))
+    points = add_points(app, [world_of(volume, None, (4, 3, 2))])
+    roi = add_roi_around(app, volume, None, (3.5, 1.5, 0.5), (4.5, 5.5, 4.5))
+    labelmap = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    util.updateVolumeFromArray(labelmap, np.zeros((6, 8, 10), np.uint8))
+    logic = SlicerUltraSamLogic()
+    wrong = [
+        (
+            dict(positivePointsNode=roi),
+            r"positivePointsNode must be a point list .*got vtkMRMLMarkupsROINode 'R'; give an ROI as roiNode",
+        ),
+        (dict(negativePointsNode=roi), "negativePointsNode must be a point list"),
+        (dict(roiNode=points), r"roiNode must be an ROI .*give point lists as positivePointsNode"),
+        (dict(positivePointsNode=points, sliceIndex=4.0), "sliceIndex must be an integer, got float 4.0"),
+        (dict(positivePointsNode=points, sliceIndex=True), "sliceIndex must be an integer, got bool True"),
+        (dict(positivePointsNode=points, propagate="yes"), "propagate must be True or False"),
+        (dict(positivePointsNode=points, segmentationNode=volume), "segmentationNode must be a segmentation"),
+        (dict(positivePointsNode=points, segmentId=3), "segmentId must be a segment ID"),
+        (dict(positivePointsNode=points, sliceNode=points), "sliceNode must be a slice view node"),
+        (dict(positivePointsNode=points, minScore="high"), "minScore must be a number"),
+    ]
+    for arguments, message in wrong:
+        with pytest.raises(TypeError, match=message):
+            logic.segment(volume, **arguments)
+    with pytest.raises(TypeError, match="volumeNode must be an image volume, got the labelmap 'labels'"):
+        logic.buildRequest(labelmap, points)
+    with pytest.raises(TypeError, match="volumeNode must be an image volume .*got str 'volume'"):
+        logic.buildRequest("volume", points)
+    with pytest.raises(ValueError, match="minScore must be between 0 and 1"):
+        logic.buildRequest(volume, points, minScore=1.5)
+    with pytest.raises(ValueError, match="slicing axis"):
+        logic.buildRequest(volume, points, axis="oblique")
+    with pytest.raises(TypeError, match="sliceIndices must be an integer"):
+        logic.precompute(volume, "sagittal", [1.5])
+    assert logic.buildRequest(volume, points, sliceIndex=np.int64(4), propagate=np.bool_(False)).index == 4
+    assert not logic.isModelLoaded and app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_default_input_is_the_shown_or_newest_image_never_a_labelmap(app):
+    default = SlicerUltraSamLogic.defaultInputVolume
+    assert default(app.scene) is None
+    first = add_volume(app, np.zeros((1, 4, 5), np.uint8), name="first")
+    labelmap = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    assert default(app.scene) is first  # the labelmap is newer, but the input selector hides it
+    colour = add_volume(app, np.zeros((1, 4, 5, 3), np.uint8), name="colour")
+    hidden = add_volume(app, np.zeros((1, 4, 5), np.uint8), name="hidden")
+    hidden.SetHideFromEditors(True)
+    assert default(app.scene) is colour  # newest image the selector shows
+    view = app.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    view.SetBackgroundVolumeID(labelmap.GetID())
+    assert default(app.scene) is colour
+    view.SetBackgroundVolumeID(first.GetID())
+    assert default(app.scene) is first  # what the user is looking at
+
+
 # ------------------------------------------------------------------------------------ writes and undo
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(geometry=geometries(), axis=st.sampled_from(["sagittal", "coronal", "axial"]), seed=st.integers(0, 2**16))
@@ -328,7 +428,9 @@ def test_apply_writes_slices_and_undo_restores_exactly(app):
     SegmentWriter.for_volume(segmentation, volume).write_slice(other, "axial", 3, rng.random((8, 10)) > 0.3)
     other_before = exported(app, segmentation, other, volume)
     state_1 = exported(app, segmentation, segment_id, volume)
-    request = logic.buildRequest(volume, points, segmentationNode=segmentation, segmentId=segment_id, sliceIndex=4, axis="sagittal")
+    request = logic.buildRequest(
+        volume, points, segmentationNode=segmentation, segmentId=segment_id, sliceIndex=4, axis="sagittal"
+    )
     second = {4: frame(), 5: frame(), 6: frame()}
     logic.apply(request, outcome_of(second))
     state_2 = exported(app, segmentation, segment_id, volume)
@@ -353,7 +455,10 @@ def test_new_segments_get_their_own_name_and_colour(app):
     segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
     colours = []
     for number in (1, 2):
-        logic.apply(logic.buildRequest(volume, points, segmentationNode=segmentation), outcome_of({0: np.eye(8, 10, dtype=bool)}))
+        logic.apply(
+            logic.buildRequest(volume, points, segmentationNode=segmentation),
+            outcome_of({0: np.eye(8, 10, dtype=bool)}),
+        )
         segment = segmentation.GetSegmentation().GetSegment(logic.lastSegmentId)
         assert segment.GetName() == f"UltraSam {number}"
         colours.append(segment.GetColor())
@@ -366,14 +471,151 @@ def test_segmentation_on_another_grid_is_refused_and_untouched(app):
     segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(other_grid)
     segment_id = segmentation.GetSegmentation().AddEmptySegment("kept", "kept", [1, 0, 0])
-    SegmentWriter(segmentation, ijk_to_ras_matrix(other_grid), (1, 8, 10)).write_slice(segment_id, "axial", 0, np.eye(8, 10, dtype=bool))
+    SegmentWriter(segmentation, ijk_to_ras_matrix(other_grid), (1, 8, 10)).write_slice(
+        segment_id, "axial", 0, np.eye(8, 10, dtype=bool)
+    )
     before = exported(app, segmentation, segment_id, other_grid)
     points = add_points(app, [world_of(volume, None, (4, 3, 0))])
     logic = SlicerUltraSamLogic()
     with pytest.raises(UltraSamError, match="another image grid"):
-        logic.apply(logic.buildRequest(volume, points, segmentationNode=segmentation), outcome_of({0: np.ones((8, 10), bool)}))
+        logic.apply(
+            logic.buildRequest(volume, points, segmentationNode=segmentation), outcome_of({0: np.ones((8, 10), bool)})
+        )
     np.testing.assert_array_equal(exported(app, segmentation, segment_id, other_grid), before)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1 and not logic.canUndo
+
+
+def test_output_is_checked_before_any_model_runs(app, tmp_path):
+    """A wrong output is refused by buildRequest, so the model (here a checkpoint that does not even
+    exist) is never reached and nothing in the scene changes."""
+    volume = add_volume(app, np.zeros((6, 8, 10), np.uint8))
+    points = add_points(app, [world_of(volume, None, (4, 3, 2))])
+    segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
+    segmentation.GetSegmentation().AddEmptySegment("kept", "kept", [1, 0, 0])
+    logic = SlicerUltraSamLogic(checkpoint=tmp_path / "absent.pth")
+    with pytest.raises(UltraSamError, match=r"segment 'gone' is not in segmentation 'S' \(it has \['kept'\]\)"):
+        logic.segment(volume, points, segmentationNode=segmentation, segmentId="gone", sliceIndex=4, propagate=True)
+
+    warp = app.scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+    spline = vtk.vtkThinPlateSplineTransform()
+    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    for corner in np.ndindex(2, 2, 2):
+        source.InsertNextPoint(*(20.0 * np.array(corner)))
+        target.InsertNextPoint(*(20.0 * np.array(corner) + (3.0 if corner == (1, 1, 1) else 0.0)))
+    spline.SetSourceLandmarks(source)
+    spline.SetTargetLandmarks(target)
+    warp.SetAndObserveTransformToParent(spline)
+    segmentation.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(UltraSamError, match="warping .*put the segmentation under the volume's transform"):
+        logic.segment(volume, points, segmentationNode=segmentation, sliceIndex=4, propagate=True)
+    assert not logic.isModelLoaded and not logic.canUndo
+    assert list(segmentation.GetSegmentation().GetSegmentIDs()) == ["kept"]
+
+
+def conversion_state(segmentation) -> tuple[str, str | None]:
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    return segmentation.GetSegmentation().GetConversionParameter(name), segmentation.GetNodeReferenceID(
+        "referenceImageGeometryRef"
+    )
+
+
+def status_of(segment) -> str | None:
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(slicer.vtkSlicerSegmentationsModuleLogic.GetStatusTagName(), value) else None
+
+
+def test_undo_restores_geometry_status_and_empty_labelmap_of_an_empty_segmentation(app):
+    """An empty segmentation made for another grid takes the volume's grid to be written; undo puts
+    its reference geometry, the segment's status and its empty labelmap back exactly."""
+    volume = add_volume(app, np.zeros((1, 8, 10), np.uint8))
+    other_grid = add_volume(app, np.zeros((3, 5, 4), np.uint8), np.diag([0.5, 0.3, 2.0, 1.0]), name="other")
+    segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(other_grid)
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("kept", "kept", [1, 0, 0])
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetSegmentStatus(
+        segment, slicer.vtkSlicerSegmentationsModuleLogic.Completed
+    )
+    before = conversion_state(segmentation), status_of(segment)
+    points = add_points(app, [world_of(volume, None, (4, 3, 0))])
+    logic = SlicerUltraSamLogic()
+    mask = np.eye(8, 10, dtype=bool)
+
+    logic.apply(
+        logic.buildRequest(volume, points, segmentationNode=segmentation, segmentId=segment_id), outcome_of({0: mask})
+    )
+    np.testing.assert_array_equal(exported(app, segmentation, segment_id, volume)[0], mask)
+    assert conversion_state(segmentation)[1] == volume.GetID() and status_of(segment) == "inprogress"
+
+    assert logic.undo() == "segment axial slice 0"
+    assert (conversion_state(segmentation), status_of(segment)) == before
+    assert segment.GetRepresentation("Binary labelmap").IsEmpty()
+    # As before: the segmentation can take yet another grid (an all-zero labelmap would count as content).
+    assert SegmentWriter.for_volume(segmentation, other_grid).adopt_grid(other_grid) is None
+
+
+def test_undo_restores_a_segments_status_and_content(app):
+    volume = add_volume(app, np.zeros((6, 8, 10), np.uint8))
+    points = add_points(app, [world_of(volume, None, (4, 3, 2))])
+    segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("done", "done", [1, 0, 0])
+    rng = np.random.default_rng(5)
+    SegmentWriter.for_volume(segmentation, volume).write_slice(segment_id, "sagittal", 4, rng.random((6, 8)) > 0.5)
+    segment = segmentation.GetSegmentation().GetSegment(segment_id)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetSegmentStatus(
+        segment, slicer.vtkSlicerSegmentationsModuleLogic.Completed
+    )
+    content, geometry = exported(app, segmentation, segment_id, volume), conversion_state(segmentation)
+    logic = SlicerUltraSamLogic()
+
+    request = logic.buildRequest(volume, points, segmentationNode=segmentation, segmentId=segment_id, sliceIndex=4)
+    logic.apply(request, outcome_of({4: rng.random((6, 8)) > 0.5, 5: rng.random((6, 8)) > 0.5}))
+    assert status_of(segment) == "inprogress"
+    logic.undo()
+
+    assert status_of(segment) == "completed" and conversion_state(segmentation) == geometry
+    np.testing.assert_array_equal(exported(app, segmentation, segment_id, volume), content)
+
+
+def test_segmentation_made_the_standard_way_for_a_transformed_volume_is_written_exactly(app):
+    """Tracked ultrasound: the volume sits under a probe transform, the segmentation (made for it the
+    standard way) does not. Masks land on the volume's voxels, seen through the transform, exactly."""
+    transform_matrix = np.eye(4)
+    angle = 0.4
+    transform_matrix[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    transform_matrix[:3, 3] = [12.0, -7.0, 3.0]
+    ijk_to_ras = np.array([[0.0, 0.4, 0.0, 5.0], [-0.6, 0.0, 0.0, 1.0], [0.0, 0.0, 1.1, -2.0], [0.0, 0.0, 0.0, 1.0]])
+    volume = add_volume(app, np.zeros((6, 8, 10), np.uint8), ijk_to_ras, transform=add_transform(app, transform_matrix))
+    segmentation = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "S")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)  # as Segment Editor does
+    points = add_points(app, [world_of(volume, transform_matrix, (4, 3, 2))])
+    logic = SlicerUltraSamLogic()
+    rng = np.random.default_rng(8)
+    masks = {4: rng.random((6, 8)) > 0.5, 5: rng.random((6, 8)) > 0.5}
+
+    returned = logic.apply(
+        logic.buildRequest(volume, points, segmentationNode=segmentation, sliceIndex=4), outcome_of(masks)
+    )
+
+    assert segmentation.GetTransformNodeID() is None  # left where the user put it
+    expected = np.zeros((6, 8, 10), bool)
+    for index, mask in masks.items():
+        expected[:, :, index] = mask
+    np.testing.assert_array_equal(returned, expected)
+    np.testing.assert_array_equal(exported(app, segmentation, logic.lastSegmentId, volume), expected)
+    layer, layer_to_ras, label = segment_labelmap(segmentation, logic.lastSegmentId)
+    grid_to_segmentation = transform_matrix @ ijk_to_ras  # the volume's voxels seen from the segmentation
+    offset = np.round(
+        np.linalg.solve(grid_to_segmentation[:3, :3], layer_to_ras[:3, 3] - grid_to_segmentation[:3, 3])
+    ).astype(int)
+    np.testing.assert_allclose(layer_to_ras[:3, :3], grid_to_segmentation[:3, :3], atol=1e-9)
+    placed = np.zeros((6, 8, 10), bool)
+    k, j, i = offset[::-1]
+    placed[k : k + layer.shape[0], j : j + layer.shape[1], i : i + layer.shape[2]] = layer == label
+    np.testing.assert_array_equal(placed, expected)
+    logic.undo()
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
 
 
 def test_logic_imports_without_torch():
@@ -430,7 +672,9 @@ def test_busi_frame_segment_equals_library_and_reaches_its_dice(app, data_dir, l
 
     library = Predictor(litemedsam)
     library.set_image(volume.array[0])
-    expected = library.predict(points=np.array([inside, outside], float), labels=np.array([1, 0]), box=np.array([x0, y0, x1, y1]))
+    expected = library.predict(
+        points=np.array([inside, outside], float), labels=np.array([1, 0]), box=np.array([x0, y0, x1, y1])
+    )
     expected_box = library.predict(box=np.array([x0, y0, x1, y1]))
     assert mask.shape == (1, *truth.shape) and box_only.shape == (1, *truth.shape)
     np.testing.assert_array_equal(mask[0], expected.mask)
@@ -442,6 +686,29 @@ def test_busi_frame_segment_equals_library_and_reaches_its_dice(app, data_dir, l
     assert logic.predictor.encoded == 1  # the second prompt only ran the decoder
     assert dice(mask[0], truth) == pytest.approx(BUSI_DICE_BOX_AND_CLICKS, abs=0.005)
     assert dice(box_only[0], truth) == pytest.approx(BUSI_DICE_BOX, abs=0.005)
+
+
+def test_clicks_alone_for_a_box_only_model_are_warned_about(app, litemedsam):
+    """LiteMedSAM was trained on boxes: clicks without an ROI give poor masks, and the status says so."""
+    image, truth = synthetic_frame(64, 80, seed=2)
+    volume = add_volume(app, image[None])
+    rows, cols = np.nonzero(truth)
+    points = add_points(app, [world_of(volume, None, (int(np.median(cols)), int(np.median(rows)), 0))])
+    x0, y0, x1, y1 = mask_to_box(truth)
+    roi = add_roi_around(app, volume, None, (x0 - 0.5, y0 - 0.5, -0.5), (x1 - 0.5, y1 - 0.5, 0.5))
+    logic = SlicerUltraSamLogic(model=litemedsam)
+    assert not litemedsam.spec.supports("point")
+
+    request = logic.buildRequest(volume, points)
+    outcome = logic.run(request)
+    assert outcome.warnings == [
+        "litemedsam was trained on boxes only: clicks without an ROI (on axial slice [0]) give poor or empty masks; "
+        "draw an ROI around the object, or choose a model that takes clicks (ultrasam, SAM)"
+    ]
+    assert logic.outcomeMessage(request, outcome).endswith(outcome.warnings[0])
+    assert (
+        logic.run(logic.buildRequest(volume, points, roiNode=roi)).warnings == []
+    )  # a box is there: nothing to warn about
 
 
 @pytest.mark.slow
@@ -524,7 +791,7 @@ def test_missing_weights_and_gpu_are_clear_errors(app, tmp_path, monkeypatch):
     import torch
 
     from ultrasam.errors import WeightsError
-    from SlicerUltraSamLib.logic import resolve_device
+    from ultrasam.models import resolve_device
 
     monkeypatch.setenv("ULTRASAM_CACHE_DIR", str(tmp_path))  # an empty weights cache
     logic = SlicerUltraSamLogic(weightsName="sam_vit_b", allowDownload=False)
@@ -535,6 +802,6 @@ def test_missing_weights_and_gpu_are_clear_errors(app, tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(UltraSamError, match="no CUDA GPU"):
             resolve_device("cuda")
-        assert resolve_device("auto") == "cpu"
+        assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(UltraSamError, match="unknown device"):
         resolve_device("tpu")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import types
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -25,6 +27,7 @@ LIBRARY_DIR = REPO / "UltraSamLib" / "ultrasam"
 MODULE_FILE = MODULE_DIR / "SlicerUltraSam.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SlicerUltraSam.ui"
 CATALOG_FILE = REPO / "SlicerUltraSam.json"
+CONSTRAINTS_FILE = REPO / "requirements" / "constraints.txt"
 
 
 # ------------------------------------------------------------------------------------ CMake reading
@@ -46,11 +49,17 @@ def module_name() -> str:
 
 
 def module_scripts() -> list[str]:
-    return [s.replace("${MODULE_NAME}", module_name()) for s in cmake_set(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")]
+    return [
+        s.replace("${MODULE_NAME}", module_name())
+        for s in cmake_set(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")
+    ]
 
 
 def module_resources() -> list[str]:
-    return [s.replace("${MODULE_NAME}", module_name()) for s in cmake_set(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES")]
+    return [
+        s.replace("${MODULE_NAME}", module_name())
+        for s in cmake_set(MODULE_DIR / "CMakeLists.txt", "MODULE_PYTHON_RESOURCES")
+    ]
 
 
 def library_scripts() -> list[str]:
@@ -72,7 +81,10 @@ def test_every_module_python_file_is_listed_and_every_listed_file_exists():
     on_disk = {f for f in python_files(MODULE_DIR) if not f.startswith("Testing/")}
     assert set(listed) == on_disk
     tests = python_files(MODULE_DIR / "Testing" / "Python")
-    registered = re.findall(r"slicer_add_python_unittest\(\s*SCRIPT\s+(\S+?)\s*\)", cmake_text(MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt"))
+    registered = re.findall(
+        r"slicer_add_python_unittest\(\s*SCRIPT\s+(\S+?)\s*\)",
+        cmake_text(MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt"),
+    )
     assert tests and set(registered) == tests
 
 
@@ -92,7 +104,11 @@ def test_resources_are_listed_and_exist():
         assert (MODULE_DIR / name).is_file(), name
     on_disk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
     assert set(listed) == on_disk
-    assert {"Resources/Icons/SlicerUltraSam.png", "Resources/UI/SlicerUltraSam.ui", "Resources/requirements.txt"} <= set(listed)
+    assert {
+        "Resources/Icons/SlicerUltraSam.png",
+        "Resources/UI/SlicerUltraSam.ui",
+        "Resources/requirements.txt",
+    } <= set(listed)
 
 
 def test_library_is_staged_into_the_package_slicer_installs():
@@ -104,7 +120,10 @@ def test_library_is_staged_into_the_package_slicer_installs():
     assert "list(APPEND MODULE_PYTHON_SCRIPTS ${_ultrasam_staging_dir}/${_file})" in text
     assert re.search(r"DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}/ultrasam", text)
     assert text.index("list(APPEND MODULE_PYTHON_SCRIPTS") < text.index("slicerMacroBuildScriptedModule(")
-    assert re.search(r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}\s*SCRIPTS \$\{MODULE_PYTHON_SCRIPTS\}\s*RESOURCES \$\{MODULE_PYTHON_RESOURCES\}", text)
+    assert re.search(
+        r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}\s*SCRIPTS \$\{MODULE_PYTHON_SCRIPTS\}\s*RESOURCES \$\{MODULE_PYTHON_RESOURCES\}",
+        text,
+    )
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text and "add_subdirectory(Testing)" in text
     assert "add_subdirectory(Python)" in cmake_text(MODULE_DIR / "Testing" / "CMakeLists.txt")
 
@@ -119,38 +138,78 @@ def test_installed_layout_imports(tmp_path):
         target = tmp_path / "ultrasam" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(LIBRARY_DIR / name, target)
+    shutil.copy2(CONSTRAINTS_FILE, tmp_path / "Resources" / "constraints.txt")  # as CMake stages it
     code = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r});"
         "import ultrasam, ultrasam.propagate, ultrasam.prompts, ultrasam.models, ultrasam.weights as w;"
         "import SlicerUltraSamLib, SlicerUltraSamLib.logic, SlicerUltraSamLib.dependencies as d;"
-        "print(ultrasam.__file__); print(SlicerUltraSamLib.__file__); print(len(w.list_weights())); print(d.REQUIREMENTS_FILE.is_file())"
+        "print(ultrasam.__file__); print(SlicerUltraSamLib.__file__); print(len(w.list_weights())); print(d.REQUIREMENTS_FILE.is_file());"
+        "print(d.constraints_file())"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    library_file, module_file, weights_count, requirements_found = result.stdout.split()
+    library_file, module_file, weights_count, requirements_found, constraints = result.stdout.split()
     assert Path(library_file).is_relative_to(tmp_path) and Path(module_file).is_relative_to(tmp_path)
     assert int(weights_count) >= 1 and requirements_found == "True"
+    assert Path(constraints) == tmp_path / "Resources" / "constraints.txt"
+
+
+def test_the_librarys_constraints_are_staged_with_the_module():
+    """The installer reads <scripted-modules dir>/Resources/constraints.txt: CMake copies the one file there."""
+    text = cmake_text(MODULE_DIR / "CMakeLists.txt")
+    assert re.search(
+        r"set\(ULTRASAM_CONSTRAINTS_FILE \$\{CMAKE_CURRENT_SOURCE_DIR\}/\.\./requirements/constraints\.txt\)", text
+    )
+    assert re.search(
+        r"configure_file\(\$\{ULTRASAM_CONSTRAINTS_FILE\}\s+"
+        r"\$\{CMAKE_BINARY_DIR\}/\$\{Slicer_QTSCRIPTEDMODULES_LIB_DIR\}/Resources/constraints\.txt COPYONLY\)",
+        text,
+    )
+    assert re.search(
+        r"install\(FILES \$\{ULTRASAM_CONSTRAINTS_FILE\}\s+DESTINATION \$\{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR\}/Resources",
+        text,
+    )
 
 
 def test_top_level_cmake_declares_the_extension():
     path = REPO / "CMakeLists.txt"
     text = cmake_text(path)
     assert re.search(r"project\(SlicerUltraSam\)", text)
-    for name in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+    for name in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
         value = re.search(rf'set\({name}\s+"([^"]+)"\)', text)
         assert value and value.group(1).strip(), name
     assert re.search(r'set\(EXTENSION_DEPENDS\s+"NA"\)', text)
     icon_url = re.search(r'set\(EXTENSION_ICONURL\s+"([^"]+)"\)', text).group(1)
     assert icon_url.endswith("/SlicerUltraSam/Resources/Icons/SlicerUltraSam.png")
-    order = ["find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SlicerUltraSam)",
-             "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"]
+    order = [
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(SlicerUltraSam)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ]
     positions = [text.index(line) for line in order]
     assert positions == sorted(positions)
 
 
 def test_catalog_entry_matches_the_extension():
     entry = json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
-    assert set(entry) == {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_url", "tier"}
+    assert set(entry) == {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "scm_revision",
+        "scm_url",
+        "tier",
+    }
     assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#")
     text = cmake_text(REPO / "CMakeLists.txt")
     category = re.search(r'set\(EXTENSION_CATEGORY\s+"([^"]+)"\)', text).group(1)
@@ -178,12 +237,29 @@ def test_ui_parses_and_names_every_widget_the_code_uses():
     top = root.find("widget")
     assert top.get("class") == "qMRMLWidget" and top.get("name") == "SlicerUltraSam"
     widgets = ui_widgets()
-    used = {node.attr for node in ast.walk(module_tree())
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"}
+    used = {
+        node.attr
+        for node in ast.walk(module_tree())
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
+    }
     assert used and used <= set(widgets), f"missing in the .ui: {sorted(used - set(widgets))}"
-    for name in ("inputVolumeSelector", "positivePointsSelector", "negativePointsSelector", "roiSelector", "segmentationSelector",
-                 "segmentSelector", "modelComboBox", "deviceComboBox", "liveUpdateCheckBox", "segmentButton", "propagateButton",
-                 "cancelButton", "undoButton", "progressBar", "statusLabel"):
+    for name in (
+        "inputVolumeSelector",
+        "positivePointsSelector",
+        "negativePointsSelector",
+        "roiSelector",
+        "segmentationSelector",
+        "segmentSelector",
+        "modelComboBox",
+        "deviceComboBox",
+        "liveUpdateCheckBox",
+        "segmentButton",
+        "propagateButton",
+        "cancelButton",
+        "undoButton",
+        "progressBar",
+        "statusLabel",
+    ):
         assert name in widgets, name
 
 
@@ -198,17 +274,34 @@ def test_ui_parameter_names_are_parameter_node_fields_and_scenes_are_connected()
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[name] = prop.find("string").text
-    assert set(bound.values()) <= fields and {"inputVolume", "positivePoints", "negativePoints", "roi", "segmentation", "liveUpdate"} <= set(bound.values())
+    assert set(bound.values()) <= fields and {
+        "inputVolume",
+        "positivePoints",
+        "negativePoints",
+        "roi",
+        "segmentation",
+        "liveUpdate",
+    } <= set(bound.values())
     root = ElementTree.parse(UI_FILE).getroot()
-    receivers = {c.find("receiver").text for c in root.iter("connection") if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"}
-    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class", "").startswith(("qMRML", "qSlicer")) and n != "SlicerUltraSam"}
+    receivers = {
+        c.find("receiver").text
+        for c in root.iter("connection")
+        if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"
+    }
+    mrml_widgets = {
+        n
+        for n, w in ui_widgets().items()
+        if w.get("class", "").startswith(("qMRML", "qSlicer")) and n != "SlicerUltraSam"
+    }
     assert mrml_widgets == receivers
     declared = {c.find("class").text for c in root.iter("customwidget")}
     assert {w.get("class") for w in ui_widgets().values() if not w.get("class").startswith("Q")} <= declared
 
 
 def test_module_file_has_the_scripted_module_classes():
-    classes = {node.name: [ast.unparse(b) for b in node.bases] for node in module_tree().body if isinstance(node, ast.ClassDef)}
+    classes = {
+        node.name: [ast.unparse(b) for b in node.bases] for node in module_tree().body if isinstance(node, ast.ClassDef)
+    }
     assert classes["SlicerUltraSam"] == ["ScriptedLoadableModule"]
     assert "ScriptedLoadableModuleWidget" in classes["SlicerUltraSamWidget"]
     assert classes["SlicerUltraSamTest"] == ["ScriptedLoadableModuleTest"]
@@ -226,7 +319,9 @@ def test_logic_package_is_qt_free():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in {"qt", "ctk", "PythonQt"}, f"{path.name} imports {name}"
-                assert name not in {"slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}, f"{path.name} imports {name}"
+                assert name not in {"slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}, (
+                    f"{path.name} imports {name}"
+                )
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:  # top-level imports: slicer, vtk, numpy, ultrasam, standard library only
             if isinstance(node, ast.Import):
@@ -275,8 +370,92 @@ def test_pip_arguments_pin_protected_packages(tmp_path):
 
 def test_missing_requirements_are_found_without_importing():
     deps = _dependencies()
-    missing = deps.missing_requirements(["tqdm>=4", "opencv-python-headless", "surely-absent-ultrasam-test-package==1.0"])
+    missing = deps.missing_requirements(
+        ["tqdm>=4", "opencv-python-headless", "surely-absent-ultrasam-test-package==1.0"]
+    )
     assert missing == ["surely-absent-ultrasam-test-package==1.0"]  # torch is installed here, cv2 maps to opencv
+
+
+class FakeSlicer:
+    """``slicer`` as the installer sees it: ``util.pip_install`` records its arguments and the constraints file's text."""
+
+    def __init__(self) -> None:
+        self.installs: list[tuple[list[str], str]] = []
+        self.util = self
+
+    def pip_install(self, arguments: str) -> None:
+        words = shlex.split(arguments)
+        assert words[0] == "-c", arguments  # every install runs under the constraints
+        self.installs.append((words[2:], Path(words[1]).read_text(encoding="utf-8")))
+
+
+def pins_in_constraints_file() -> set[str]:
+    return {
+        line.strip()
+        for line in CONSTRAINTS_FILE.read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+
+
+def test_every_install_runs_under_the_tested_versions_and_slicers_own(monkeypatch):
+    import importlib.metadata
+
+    deps = _dependencies()
+    assert deps.tested_versions() == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    assert {f"{k}=={v}" for k, v in deps.tested_versions().items()} == pins_in_constraints_file()
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # no PyTorch extension: torch from PyPI
+    missing = iter([["torch", "torchvision", "segment-anything>=1.0"], []])
+    monkeypatch.setattr(deps, "missing_requirements", lambda: next(missing))
+    fake = FakeSlicer()
+
+    assert deps.install_dependencies(lambda message: True, fake)
+
+    assert [packages for packages, _ in fake.installs] == [["torch", "torchvision"], ["segment-anything>=1.0"]]
+    for _, constraints in fake.installs:
+        lines = set(constraints.splitlines())
+        assert pins_in_constraints_file() <= lines
+        assert f"numpy=={importlib.metadata.version('numpy')}" in lines
+
+
+@pytest.mark.parametrize("accepts_torchvision", [True, False])
+def test_the_pytorch_extension_is_asked_for_the_tested_versions(monkeypatch, accepts_torchvision):
+    deps = _dependencies()
+    calls = []
+
+    class Logic:
+        if accepts_torchvision:
+
+            def installTorch(
+                self,
+                askConfirmation=False,
+                forceComputationBackend=None,
+                torchVersionRequirement=None,
+                torchvisionVersionRequirement=None,
+            ):
+                calls.append((askConfirmation, torchVersionRequirement, torchvisionVersionRequirement))
+                return object()
+        else:  # older PyTorchUtils: torch only (pip then picks the torchvision built for it)
+
+            def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None):
+                calls.append((askConfirmation, torchVersionRequirement, None))
+                return object()
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=Logic))
+    missing = iter([["torch", "torchvision"], []])
+    monkeypatch.setattr(deps, "missing_requirements", lambda: next(missing))
+    fake = FakeSlicer()
+
+    assert deps.install_dependencies(lambda message: True, fake)
+
+    assert calls == [(False, "==2.14.1", "==0.29.1" if accepts_torchvision else None)] and fake.installs == []
+
+
+def test_nothing_is_installed_without_consent(monkeypatch):
+    deps = _dependencies()
+    monkeypatch.setattr(deps, "missing_requirements", lambda: ["torch", "segment-anything"])
+    fake = FakeSlicer()
+    assert not deps.install_dependencies(lambda message: False, fake)
+    assert fake.installs == []
 
 
 def test_window_percentiles_match_the_library():

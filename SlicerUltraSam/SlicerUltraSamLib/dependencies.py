@@ -1,23 +1,28 @@
 """Install the module's Python dependencies into Slicer — only after the user agrees.
 
-Slicer ships numpy, SimpleITK, vtk and requests; replacing any of them from PyPI breaks Slicer, so
-every install runs under a pip constraints file that pins the versions Slicer has. Torch comes
-through the PyTorch extension (``PyTorchUtils``, which picks the build for the GPU driver) when it
-is installed, otherwise from PyPI. Nothing is installed at import time or without consent; the
-checks use package metadata and import specs, never importing torch.
+Every install runs under one pip constraints file: the versions the library is tested with
+(``requirements/constraints.txt``: torch and torchvision, which must move together — a bare
+torchvision requirement silently upgrades torch) plus the installed versions of what Slicer ships
+(numpy, SimpleITK, vtk, requests; replacing any of them from PyPI breaks Slicer). Torch comes
+through the PyTorch extension (``PyTorchUtils``, which picks the build for the GPU driver) with the
+tested versions as its requirement when the extension is installed, otherwise from PyPI. Nothing
+is installed at import time or without consent; the checks use package metadata and import specs,
+never importing torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import re
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger("SlicerUltraSam")
 
@@ -26,12 +31,20 @@ __all__ = [
     "PROTECTED_PACKAGES",
     "read_requirements",
     "missing_requirements",
+    "constraints_file",
+    "tested_versions",
     "protected_constraints",
     "pip_arguments",
     "install_dependencies",
 ]
 
-REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
+_MODULE_DIR = Path(__file__).resolve().parents[1]
+REQUIREMENTS_FILE = _MODULE_DIR / "Resources" / "requirements.txt"
+# The library's pins: staged into Resources by CMake in an installed extension; in a source checkout, the file itself.
+CONSTRAINTS_FILES = (
+    _MODULE_DIR / "Resources" / "constraints.txt",
+    _MODULE_DIR.parent / "requirements" / "constraints.txt",
+)
 PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk", "requests")
 TORCH_PACKAGES = ("torch", "torchvision")
 # Distribution name → module name, where they differ.
@@ -68,6 +81,26 @@ def missing_requirements(
     return missing
 
 
+def constraints_file() -> Path:
+    """The library's constraints file (see ``CONSTRAINTS_FILES``); an error if the extension lacks it."""
+    for path in CONSTRAINTS_FILES:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the library's pip constraints are missing (looked for {', '.join(map(str, CONSTRAINTS_FILES))})"
+    )
+
+
+def tested_versions(path: str | Path | None = None) -> dict[str, str]:
+    """``{project: version}`` of every ``name==version`` pin in the library's constraints file."""
+    pins = {}
+    for line in read_requirements(path or constraints_file()):
+        name, separator, version = line.partition("==")
+        if separator:
+            pins[name.strip()] = version.strip()
+    return pins
+
+
 def protected_constraints() -> str:
     """pip constraints pinning the installed version of every package Slicer ships."""
     lines = []
@@ -77,6 +110,19 @@ def protected_constraints() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+@contextlib.contextmanager
+def _constraints() -> Iterator[Path]:
+    """A temporary constraints file: the library's tested versions plus Slicer's own packages."""
+    text = constraints_file().read_text(encoding="utf-8").rstrip("\n") + "\n" + protected_constraints()
+    handle, name = tempfile.mkstemp(prefix="ultrasam-constraints-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 def pip_arguments(requirements: list[str], constraints_path: str | Path) -> str:
@@ -89,28 +135,48 @@ def pip_arguments(requirements: list[str], constraints_path: str | Path) -> str:
     return " ".join(["-c", shlex.quote(str(constraints_path))] + [shlex.quote(r) for r in wanted])
 
 
-def _install_torch(slicer_module, confirm: Callable[[str], bool]) -> bool:
-    """Torch via the PyTorch extension when present (it matches the GPU driver), else from PyPI."""
+def _torch_requirements(install_torch: Callable, versions: dict[str, str]) -> dict[str, str]:
+    """PyTorchUtils' version arguments for the tested torch (and torchvision, where its version accepts one)."""
+    arguments = {"torchVersionRequirement": f"=={versions['torch']}"}
+    if "torchvisionVersionRequirement" in inspect.signature(install_torch).parameters:
+        arguments["torchvisionVersionRequirement"] = f"=={versions['torchvision']}"
+    return arguments
+
+
+def _install_torch(slicer_module, confirm: Callable[[str], bool], constraints: Path) -> bool:
+    """The tested torch via the PyTorch extension when present (it matches the GPU driver), else from PyPI."""
     try:
         import PyTorchUtils  # the PyTorch extension's module
-
-        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-        if torch_logic.torchInstalled():
-            return True
-        return torch_logic.installTorch(askConfirmation=False) is not None
     except ImportError:
         log.info("PyTorch extension not installed; installing torch from PyPI")
+    else:
+        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+        arguments = _torch_requirements(torch_logic.installTorch, tested_versions())
+        return torch_logic.installTorch(askConfirmation=False, **arguments) is not None
     if not confirm(
         "The PyTorch extension (which picks the torch build for your GPU) is not installed.\n"
         "Install torch and torchvision from PyPI instead (several hundred MB)?"
     ):
         return False
-    slicer_module.util.pip_install("torch torchvision")
+    slicer_module.util.pip_install(pip_arguments(list(TORCH_PACKAGES), constraints))
     return True
 
 
+def _untested_versions() -> list[str]:
+    """Installed packages whose version differs from the tested one, as ``"name version (tested: v)"``."""
+    found = []
+    for name, tested in tested_versions().items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if installed.split("+", 1)[0] != tested:  # a local build tag (+cu126) is the same release
+            found.append(f"{name} {installed} (tested: {tested})")
+    return found
+
+
 def install_dependencies(confirm: Callable[[str], bool], slicer_module=None) -> bool:
-    """Ask, then install what is missing; True when everything is importable afterwards.
+    """Ask, then install what is missing under the constraints; True when everything is importable afterwards.
 
     ``confirm(message) -> bool`` asks the user (the widget passes ``slicer.util.confirmOkCancelDisplay``).
     """
@@ -126,18 +192,18 @@ def install_dependencies(confirm: Callable[[str], bool], slicer_module=None) -> 
     )
     if not confirm(message):
         return False
-    if any(_project(r) in TORCH_PACKAGES for r in missing) and not _install_torch(slicer_module, confirm):
-        return False
-    others = [r for r in missing if _project(r) not in TORCH_PACKAGES]
-    if others:
-        handle, constraints = tempfile.mkstemp(prefix="ultrasam-constraints-", suffix=".txt")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(protected_constraints())
+    with _constraints() as constraints:
+        if any(_project(r) in TORCH_PACKAGES for r in missing) and not _install_torch(
+            slicer_module, confirm, constraints
+        ):
+            return False
+        others = [r for r in missing if _project(r) not in TORCH_PACKAGES]
+        if others:
             slicer_module.util.pip_install(pip_arguments(others, constraints))
-        finally:
-            os.unlink(constraints)
     importlib.invalidate_caches()
+    untested = _untested_versions()
+    if untested:
+        log.warning("installed versions differ from those SlicerUltraSam is tested with: %s", ", ".join(untested))
     still_missing = missing_requirements()
     if still_missing:
         log.error("still missing after installation: %s", ", ".join(still_missing))

@@ -80,8 +80,13 @@ class FrameSource:
             return frame
         from ultrasam.transforms import to_rgb_uint8
 
-        return Frame(to_rgb_uint8(frame.image, self.window), frame.pixel_to_ijk_matrix, frame.ijk_to_lps_matrix,
-                     index=frame.index, axis=frame.axis)
+        return Frame(
+            to_rgb_uint8(frame.image, self.window),
+            frame.pixel_to_ijk_matrix,
+            frame.ijk_to_lps_matrix,
+            index=frame.index,
+            axis=frame.axis,
+        )
 
     def model_image(self, index: int) -> np.ndarray:
         """The pixels ``ultrasam.pipeline.segment`` encodes for frame ``index`` (square pixels)."""

@@ -6,8 +6,8 @@ volume's own RASToIJK matrix. Skipping the first step (reading ``GetNthControlPo
 ignoring the parent transform) misplaces every prompt on tracked ultrasound, where a transform is
 the normal case. The mapping is built once per call and applied to all points.
 
-Slices follow the library's convention (:mod:`ultrasam.frames`): ``axial`` = constant k,
-``coronal`` = constant j, ``sagittal`` = constant i (rows k, columns j).
+Which voxel index a slice holds constant, and what its rows and columns are, is the library's
+convention (:mod:`ultrasam.frames`) and is only ever read from there, never restated here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ultrasam.frames import check_axis
+from ultrasam.frames import AXES, axis_holding, check_axis, slice_axis_of
 
 __all__ = [
     "WorldToVolume",
@@ -31,10 +31,8 @@ __all__ = [
     "slice_axis_of_single_slice",
     "working_slice_from_view",
     "ijk_shape",
-    "slice_axis_index",
+    "volume_to_node_matrix",
 ]
-
-_SLICE_AXIS_INDEX = {"sagittal": 0, "coronal": 1, "axial": 2}  # which of (i, j, k) is constant
 
 
 def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -64,7 +62,9 @@ class WorldToVolume:
 
     def __init__(self, volume_node) -> None:
         self._to_parent = vtk.vtkGeneralTransform()
-        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volume_node.GetParentTransformNode(), self._to_parent)
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
+            None, volume_node.GetParentTransformNode(), self._to_parent
+        )
         self.ras_to_ijk = np.linalg.inv(ijk_to_ras_matrix(volume_node))
 
     def parent_ras(self, world: np.ndarray) -> np.ndarray:
@@ -126,15 +126,14 @@ def roi_corners_world(roi_node) -> np.ndarray:
     return np.array([to_world.TransformPoint(*map(float, p)) for p in in_node])
 
 
-def slice_axis_of_single_slice(shape_kji: tuple[int, ...]) -> str | None:
+def slice_axis_of_single_slice(shape_ijk: tuple[int, int, int]) -> str | None:
     """The plane of a 2D image stored as a volume (one voxel thick), or None for a true 3D volume.
 
     ``nk == 1`` (the usual PNG/DICOM frame) is axial; a frame one voxel thick along i or j is
     sagittal or coronal. Such a volume has exactly one working slice: the frame itself.
     """
-    nk, nj, ni = shape_kji[:3]
-    for axis, count in (("axial", nk), ("coronal", nj), ("sagittal", ni)):
-        if count == 1:
+    for axis in AXES:
+        if shape_ijk[slice_axis_of(axis)] == 1:
             return axis
     return None
 
@@ -172,7 +171,7 @@ def working_slice_from_view(volume_node, slice_to_ras: np.ndarray) -> WorkingSli
     if norm < 1e-12:
         raise ValueError("the slice view plane is degenerate")
     axis_index = int(np.argmax(np.abs(normal)))
-    axis = {0: "sagittal", 1: "coronal", 2: "axial"}[axis_index]
+    axis = axis_holding(axis_index)
     dims = ijk_shape(volume_node)
     index = int(np.clip(np.round(mapped[0][axis_index]), 0, dims[axis_index] - 1))
     return WorkingSlice(axis, index, float(abs(normal[axis_index]) / norm))
@@ -186,7 +185,18 @@ def ijk_shape(volume_node) -> tuple[int, int, int]:
     return tuple(int(d) for d in image.GetDimensions())
 
 
-def slice_axis_index(axis: str) -> int:
-    """0, 1 or 2: which of (i, j, k) is constant on a slice along ``axis``."""
-    return _SLICE_AXIS_INDEX[check_axis(axis)]
+def volume_to_node_matrix(volume_node, node) -> np.ndarray:
+    """4x4 affine from ``volume_node``'s parent frame to ``node``'s parent frame (identity when both
+    sit under the same transform).
 
+    Raises ValueError when the transforms between them are not linear: a grid does not stay a
+    grid through a warp, so nothing can be written voxel for voxel across one.
+    """
+    between = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
+        volume_node.GetParentTransformNode(), node.GetParentTransformNode(), between
+    )
+    linear = vtk.vtkTransform()
+    if not slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(between, linear):
+        raise ValueError(f"the transforms between {volume_node.GetName()!r} and {node.GetName()!r} are not linear")
+    return matrix_to_numpy(linear.GetMatrix())

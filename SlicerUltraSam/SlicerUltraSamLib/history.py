@@ -9,7 +9,7 @@ contents are stored bit-packed (8× smaller) and not at all when the slice was e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -41,9 +41,17 @@ class Operation:
 
     description: str
     steps: list[Callable[[], None]] = field(default_factory=list)
+    _recorded: set = field(default_factory=set, repr=False)
 
     def on_undo(self, step: Callable[[], None]) -> None:
         self.steps.append(step)
+
+    def on_undo_once(self, key: Hashable, make_step: Callable[[], Callable[[], None]]) -> None:
+        """Record ``make_step()`` the first time ``key`` is seen: state taken before the operation's
+        first change to something (a segment's status), restored after all its later steps."""
+        if key not in self._recorded:
+            self._recorded.add(key)
+            self.steps.append(make_step())
 
     def revert(self) -> None:
         for step in reversed(self.steps):

@@ -2,18 +2,21 @@
 
 No Qt and no ``slicer.util`` globals: every node is reached through the nodes passed in (and their
 own scene), so the logic runs in the Slicer application, in its Python console, and in tests on
-the ``slicer-core`` wheel. Torch is imported only when a model is needed, so the module loads (and
-can offer to install its dependencies) where torch is missing.
+the ``slicer-core`` wheel. Every decision the module makes lives here, where those tests reach it;
+the widget only connects it to Qt. Torch is imported only when a model is needed, so the module
+loads (and can offer to install its dependencies) where torch is missing.
 
-One segmentation run has three steps, which the widget spreads over threads and the console API
-runs in a row (:meth:`SlicerUltraSamLogic.segment`):
+A run is described by :class:`~.inputs.SegmentInputs` (the console API's arguments, type-checked)
+and has three steps, which the widget spreads over threads and the console API runs in a row
+(:meth:`SlicerUltraSamLogic.segment`):
 
-1. :meth:`~SlicerUltraSamLogic.buildRequest` (GUI thread) reads the scene: the frames, the working
-   slice, the prompts in pixel space, the output nodes;
+1. :meth:`~SlicerUltraSamLogic.buildRequest` (GUI thread) reads the scene — the frames, the working
+   slice, the prompts in pixel space — and checks the output segmentation and segment, so that a
+   wrong output is refused before any model runs;
 2. :meth:`~SlicerUltraSamLogic.run` computes masks with the library (any thread; embeddings come
    from the shared store, so a new click only runs the decoder);
 3. :meth:`~SlicerUltraSamLogic.apply` (GUI thread) writes the masks slice by slice and records how
-   to undo it.
+   to undo all it changed.
 
 Public method and argument names follow Slicer's camelCase; helpers are PEP 8.
 """
@@ -26,84 +29,83 @@ from typing import Callable
 
 import numpy as np
 
+from ultrasam.embedding_store import EmbeddingStore
 from ultrasam.errors import PromptError, UltraSamError, WeightsError
+from ultrasam.frames import frame_of
 from ultrasam.prompts import FramePrompts, prompts_from_markups
+from ultrasam.weights import DEFAULT_WEIGHTS
 
 from .frame_source import FrameSource, SequenceFrames, VolumeFrames
-from .geometry import (
-    WorkingSlice,
-    ijk_shape,
-    ijk_to_ras_matrix,
-    matrix_to_numpy,
-    slice_axis_of_single_slice,
-    working_slice_from_view,
-)
+from .geometry import WorkingSlice, ijk_shape, matrix_to_numpy, slice_axis_of_single_slice, working_slice_from_view
 from .history import EditHistory, Operation, PackedMask
-from .nodes import markups_from_nodes
+from .inputs import SegmentInputs, as_inputs, require_index, require_node
+from .nodes import (
+    NEGATIVE_COLOR,
+    POSITIVE_COLOR,
+    color_point_list,
+    default_input_volume,
+    markups_from_nodes,
+    new_point_list,
+)
 from .segment_writer import SegmentWriter, add_segment, create_segmentation_node
 from .sequences import CineOutput, find_browser
 
 log = logging.getLogger("SlicerUltraSam")
 
-__all__ = ["SlicerUltraSamLogic", "SegmentRequest", "SegmentOutcome", "resolve_device", "DEFAULT_WEIGHTS"]
+__all__ = ["SlicerUltraSamLogic", "SegmentInputs", "SegmentRequest", "SegmentOutcome", "DEFAULT_WEIGHTS"]
 
-DEFAULT_WEIGHTS = "litemedsam"
 NEIGHBOUR_RADIUS = 2
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/None → CUDA when available, else CPU; an unavailable GPU is a clear error."""
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UltraSamError(
-                f"device {device!r} was requested but this torch build sees no CUDA GPU "
-                f"(torch {torch.__version__}); choose 'cpu', or install a CUDA build of torch (see the README)"
-            )
-        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-            raise UltraSamError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are present")
-        return name
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UltraSamError("device 'mps' was requested but Apple Metal is not available; choose 'cpu'")
-        return name
-    if name == "cpu":
-        return name
-    raise UltraSamError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
 class SegmentRequest:
-    """Everything one run needs, read from the scene (see the module docstring)."""
+    """A run ready to go: its inputs and what step 1 read from the scene for them.
 
-    volume_node: object
+    Propagation may reach every frame (``frame_range``): how far it goes is decided by the masks
+    and their predicted IoU, never by the extent of an ROI.
+    """
+
+    inputs: SegmentInputs
     frames: FrameSource
-    axis: str
     index: int  # working slice (3D) or frame (cine); 0 for a single 2D frame
     prompts: dict
-    propagate: bool
-    frame_range: tuple[int, int]
-    min_score: float
-    segmentation_node: object | None
-    segment_id: str | None
     browser: object | None = None
     master_sequence: object | None = None
+
+    @property
+    def volume_node(self):
+        return self.inputs.volumeNode
+
+    @property
+    def axis(self) -> str:
+        return self.frames.axis
+
+    @property
+    def propagate(self) -> bool:
+        return self.inputs.propagate
+
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        return 0, self.frames.num_frames - 1
 
     @property
     def is_cine(self) -> bool:
         return self.browser is not None
 
+    @property
+    def where(self) -> str:
+        """How messages name a frame of this run: "frame" (cine) or "<axis> slice"."""
+        return "frame" if self.is_cine else f"{self.axis} slice"
+
 
 @dataclass
 class SegmentOutcome:
-    """Masks by frame (``ultrasam.propagate.SliceResult``) and whether the user stopped the run."""
+    """Masks by frame (``ultrasam.propagate.SliceResult``), whether the user stopped the run, and
+    warnings about the prompts (e.g. clicks given to a model trained on boxes only)."""
 
     results: dict = field(default_factory=dict)
     cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def scores(self) -> dict[int, float]:
@@ -113,47 +115,38 @@ class SegmentOutcome:
 class SlicerUltraSamLogic:
     """Segment ultrasound frames and volume slices from markups; see :meth:`segment`.
 
-    ``model``: a loaded ``ultrasam.models.SamModel`` (or give ``predictor``, whose model is used);
-    otherwise ``checkpoint`` (a file) or ``weightsName`` (a registered name, default LiteMedSAM) is
-    loaded on first use onto ``device`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps``). With
-    ``allowDownload=False`` missing weights are an error instead of a download (the widget asks
-    the user first).
+    ``model``: a loaded ``ultrasam.models.SamModel`` (or give ``predictor``, whose model and
+    embedding store are used); otherwise ``checkpoint`` (a file) or ``weightsName`` (a registered
+    name, default LiteMedSAM) is opened on first use onto ``device`` (``auto``, ``cpu``,
+    ``cuda[:N]``, ``mps``) by ``ultrasam.models.open_model``. With ``allowDownload=False`` missing
+    weights are an error instead of a download (the widget asks the user first).
     """
 
     def __init__(
         self,
         model=None,
         checkpoint=None,
-        device: str = "cpu",
+        device: str = "auto",
         weightsName: str | None = None,
         predictor=None,
         allowDownload: bool = True,
         cacheSize: int = 48,
         historyLimit: int = 30,
     ) -> None:
-        if model is None and predictor is not None:
-            model = predictor.model
-        self._model = model
+        self._model = predictor.model if model is None and predictor is not None else model
         self._checkpoint = checkpoint
         self._device = device
         self._weights_name = weightsName or DEFAULT_WEIGHTS
         self.allowDownload = allowDownload
         self._cache_size = cacheSize
-        self._store = None
-        self._predictor = None
+        self._store = predictor.store if predictor is not None else EmbeddingStore(cacheSize)
+        self._predictor = predictor
         self.history = EditHistory(historyLimit)
         self.lastOutcome: SegmentOutcome | None = None
         self.lastSegmentationNode = None
         self.lastSegmentId: str | None = None
 
     # ================================================================== model
-    @staticmethod
-    def availableWeights() -> list[str]:
-        """Registered weights names (``ultrasam weights list``)."""
-        from ultrasam import weights
-
-        return [entry.name for entry in weights.list_weights()]
-
     @staticmethod
     def availableDevices() -> list[str]:
         """``auto`` and ``cpu`` plus each CUDA device (and ``mps``) this torch build can use."""
@@ -169,14 +162,17 @@ class SlicerUltraSamLogic:
         return devices
 
     def setModel(self, weightsName: str | None = None, checkpoint=None, device: str | None = None, model=None) -> None:
-        """Choose another model or device; it is loaded on next use. Drops cached embeddings."""
+        """Choose another model or device; it is loaded on next use.
+
+        Embeddings belong to a model, so a new store replaces the old one (a worker still encoding
+        with the old model writes into the old store, where nothing reads any more).
+        """
         self._weights_name = weightsName or self._weights_name
         self._checkpoint = checkpoint
         self._device = device or self._device
         self._model = model
         self._predictor = None
-        if self._store is not None:
-            self._store.clear()
+        self._store = EmbeddingStore(self._cache_size)
 
     def weightsToDownload(self):
         """The registry entry that loading the model would download, or None (cached, file or loaded)."""
@@ -210,138 +206,137 @@ class SlicerUltraSamLogic:
 
     def _load_model(self):
         from ultrasam import weights
-        from ultrasam.models import load_model
+        from ultrasam.models import open_model
 
-        device = resolve_device(self._device)
-        if self._checkpoint is not None:
-            log.info("loading %s on %s", self._checkpoint, device)
-            return load_model(self._checkpoint, device=device)
-        entry = weights.get_entry(self._weights_name)
-        if not self.allowDownload and not weights.is_cached(entry.name):
+        if self._checkpoint is None and not self.allowDownload and not weights.is_cached(self._weights_name):
             raise WeightsError(
-                f"the {entry.name!r} weights are not downloaded yet ({weights.path(entry.name)}); "
+                f"the {self._weights_name!r} weights are not downloaded yet ({weights.path(self._weights_name)}); "
                 "download them (the module asks first) or choose a checkpoint file"
             )
-        path = weights.fetch(entry.name)
-        log.info("loading %s weights from %s on %s", entry.name, path, device)
-        return load_model(path, family=entry.family, device=device)
+        source = self._checkpoint if self._checkpoint is not None else self._weights_name
+        log.info("loading %s on %s", source, self._device)
+        return open_model(source, device=self._device)
 
     @property
-    def store(self):
-        if self._store is None:
-            from .embeddings import EmbeddingStore
-
-            self._store = EmbeddingStore(self._cache_size)
+    def store(self) -> EmbeddingStore:
+        """The embedding store every predictor of this logic shares (thread-safe)."""
         return self._store
 
     @property
     def predictor(self):
-        """The predictor for prompts and propagation (reads and fills the embedding store)."""
+        """The predictor for prompts and propagation (reads and fills :attr:`store`)."""
         if self._predictor is None:
-            from .embeddings import StorePredictor
+            from ultrasam.predictor import Predictor
 
-            self._predictor = StorePredictor(self.model, self.store)
+            self._predictor = Predictor(self.model, store=self._store)
         return self._predictor
 
-    # ================================================================== frames and working slice
-    def frameSource(self, volumeNode, axis: str = "sagittal", sequenceBrowserNode=None, snapshot: bool = False) -> FrameSource:
+    # ================================================================== scene: input, frames, working slice
+    @staticmethod
+    def defaultInputVolume(scene):
+        """The volume to preselect as input: the background of a slice view, else the newest image
+        volume; never a labelmap (see ``nodes.default_input_volume``)."""
+        return default_input_volume(scene)
+
+    @staticmethod
+    def newPointLists(scene) -> tuple:
+        """Empty positive and negative point lists for the next object ("New object")."""
+        return new_point_list(scene, "UltraSam positive", POSITIVE_COLOR), new_point_list(
+            scene, "UltraSam negative", NEGATIVE_COLOR
+        )
+
+    @staticmethod
+    def colorPointList(node, negative: bool = False) -> None:
+        """Colour a point list the user created as the module colours its own (green, or red when ``negative``)."""
+        color_point_list(node, NEGATIVE_COLOR if negative else POSITIVE_COLOR)
+
+    def frameSource(
+        self, volumeNode, axis: str = "sagittal", sequenceBrowserNode=None, snapshot: bool = False
+    ) -> FrameSource:
         """The frames the model sees: a cine's items, a 2D frame, or slices of a 3D volume along ``axis``."""
         browser, sequence = find_browser(volumeNode, sequenceBrowserNode)
         if browser is not None:
             return SequenceFrames(sequence, volumeNode, snapshot=snapshot)
-        single = slice_axis_of_single_slice(_shape_kji(volumeNode))
+        single = slice_axis_of_single_slice(ijk_shape(volumeNode))
         return VolumeFrames(volumeNode, single or axis, snapshot=snapshot)
 
-    def workingSlice(self, volumeNode, sliceNode=None, sliceIndex: int | None = None, axis: str = "sagittal") -> WorkingSlice | None:
+    def workingSlice(
+        self, volumeNode, sliceNode=None, sliceIndex: int | None = None, axis: str = "sagittal"
+    ) -> WorkingSlice | None:
         """The slice prompts apply to, or None when it must come from the prompts.
 
         2D frames: the frame. Cine: the browser's current item. 3D: ``sliceIndex`` along ``axis``
         when given, else the slice the view ``sliceNode`` shows (from its SliceToRAS), else None.
         """
+        require_node(sliceNode, "sliceNode", "vtkMRMLSliceNode")
         browser, _ = find_browser(volumeNode)
         if browser is not None:
             return WorkingSlice("axial", int(browser.GetSelectedItemNumber()))
-        single = slice_axis_of_single_slice(_shape_kji(volumeNode))
+        single = slice_axis_of_single_slice(ijk_shape(volumeNode))
         if single is not None:
             return WorkingSlice(single, 0)
         if sliceIndex is not None:
-            return WorkingSlice(axis, int(sliceIndex))
+            return WorkingSlice(axis, require_index(sliceIndex, "sliceIndex"))
         if sliceNode is not None:
             working = working_slice_from_view(volumeNode, matrix_to_numpy(sliceNode.GetSliceToRAS()))
             if working.alignment < 0.99:
-                log.info("view %s is oblique to the voxel grid; using the nearest %s slice %d", sliceNode.GetName(), working.axis, working.index)
+                log.info(
+                    "view %s is oblique to the voxel grid; using the nearest %s slice %d",
+                    sliceNode.GetName(),
+                    working.axis,
+                    working.index,
+                )
             return working
         return None
 
-    def framePrompts(self, volumeNode, frames: FrameSource, positivePointsNode=None, negativePointsNode=None, roiNode=None) -> dict:
+    def framePrompts(
+        self, volumeNode, frames: FrameSource, positivePointsNode=None, negativePointsNode=None, roiNode=None
+    ) -> dict:
         """Every prompt as ``{frame index: ultrasam.prompts.FramePrompts}`` in voxel-grid pixels.
 
-        The library's ``prompts_from_markups`` does the conversion (the one the command line uses);
-        for a cine the prompts sit on the frame on screen (the proxy), i.e. the browser's current item.
+        The library's ``prompts_from_markups`` does the conversion (the one the command line uses;
+        an ROI at most one slice thick, as drawn on a slice view, is that slice's box alone). For a cine the prompts sit on the frame on screen
+        (the proxy), i.e. the browser's current item.
         """
         markups = markups_from_nodes(volumeNode, positivePointsNode, negativePointsNode, roiNode)
         if isinstance(frames, SequenceFrames):
-            on_proxy = prompts_from_markups(VolumeFrames(volumeNode, "axial").stack, markups)
+            proxy = VolumeFrames(volumeNode, "axial").stack
+            on_proxy = prompts_from_markups(proxy, markups)
             current = self.workingSlice(volumeNode).index
             return {current: _reindexed(prompt, current) for prompt in on_proxy.values()}
         return prompts_from_markups(frames.stack, markups)
 
     # ================================================================== the three steps
-    def buildRequest(
-        self,
-        volumeNode,
-        positivePointsNode=None,
-        negativePointsNode=None,
-        roiNode=None,
-        segmentationNode=None,
-        segmentId: str | None = None,
-        sliceIndex: int | None = None,
-        axis: str = "sagittal",
-        propagate: bool = False,
-        sliceNode=None,
-        sequenceBrowserNode=None,
-        minScore: float = 0.5,
-        snapshot: bool = False,
-    ) -> SegmentRequest:
-        """Step 1: read prompts and frames from the scene (see :meth:`segment` for the arguments)."""
-        if volumeNode is None or volumeNode.GetImageData() is None:
-            raise UltraSamError("choose an input volume with voxels")
-        if positivePointsNode is None and negativePointsNode is None and roiNode is None:
+    def buildRequest(self, *args, snapshot: bool = False, **kwargs) -> SegmentRequest:
+        """Step 1: read prompts and frames from the scene and check the output, before any model runs.
+
+        Arguments: one :class:`SegmentInputs`, or its fields as in :meth:`segment`. ``snapshot``
+        copies the voxels so that step 2 may run on a worker thread while the scene changes.
+        """
+        inputs = as_inputs(args, kwargs)
+        volume = inputs.volumeNode
+        if volume.GetImageData() is None:
+            raise UltraSamError(f"volume {volume.GetName()!r} has no voxels; choose an input volume with an image")
+        if inputs.positivePointsNode is None and inputs.negativePointsNode is None and inputs.roiNode is None:
             raise PromptError("give a prompt: a positive point list or an ROI")
-        browser, sequence = find_browser(volumeNode, sequenceBrowserNode)
-        frames = self.frameSource(volumeNode, axis, sequenceBrowserNode, snapshot=snapshot)
-        every = self.framePrompts(volumeNode, frames, positivePointsNode, negativePointsNode, roiNode)
-        working = self.workingSlice(volumeNode, sliceNode, sliceIndex, frames.axis)
+        browser, sequence = find_browser(volume, inputs.sequenceBrowserNode)
+        frames = self.frameSource(volume, inputs.axis, inputs.sequenceBrowserNode, snapshot=snapshot)
+        if inputs.propagate and frames.num_frames == 1:
+            raise UltraSamError(f"{volume.GetName()!r} is a single frame: there is nothing to propagate to")
+        every = self.framePrompts(volume, frames, inputs.positivePointsNode, inputs.negativePointsNode, inputs.roiNode)
+        working = self.workingSlice(volume, inputs.sliceNode, inputs.sliceIndex, frames.axis)
         if working is None:
             working = WorkingSlice(frames.axis, _default_frame(every, frames.axis))
         if not 0 <= working.index < frames.num_frames:
             raise PromptError(f"{working.axis} slice {working.index} is outside 0..{frames.num_frames - 1}")
-        prompts = _select(every, working.index, propagate, "frame" if browser is not None else f"{frames.axis} slice")
-        frame_range = (0, frames.num_frames - 1)
-        if propagate and browser is None and roiNode is not None:
-            boxed = [n for n, p in every.items() if p.box is not None]
-            if len(boxed) > 1:  # an ROI across several slices bounds the sweep
-                frame_range = (min(boxed + list(prompts)), max(boxed + list(prompts)))
-        if propagate and frames.num_frames == 1:
-            raise UltraSamError(f"{volumeNode.GetName()!r} is a single frame: there is nothing to propagate to")
-        return SegmentRequest(
-            volume_node=volumeNode,
-            frames=frames,
-            axis=frames.axis,
-            index=working.index,
-            prompts=prompts,
-            propagate=propagate,
-            frame_range=frame_range,
-            min_score=minScore,
-            segmentation_node=segmentationNode,
-            segment_id=segmentId or None,
-            browser=browser,
-            master_sequence=sequence,
-        )
+        where = "frame" if browser is not None else f"{frames.axis} slice"
+        prompts = _select(every, working.index, inputs.propagate, where)
+        self._check_output(inputs)
+        return SegmentRequest(inputs, frames, working.index, prompts, browser, sequence)
 
     def missingEmbeddings(self, request: SegmentRequest) -> list[int]:
         """Prompted frames whose embedding is not computed yet (decoding them would encode first)."""
-        return [n for n in sorted(request.prompts) if (request.frames.frame_key(n), None) not in self.store]
+        return [n for n in sorted(request.prompts) if not self._store.contains(request.frames.frame_key(n))]
 
     def run(
         self,
@@ -376,90 +371,104 @@ class SlicerUltraSamLogic:
                 self.predictor,
                 propagate=request.propagate,
                 frame_range=request.frame_range,
-                min_score=request.min_score,
+                min_score=request.inputs.minScore,
                 key=frames.key,
+                lookahead=0,  # frames are encoded through the predictor, so they land in the shared store
                 progress=False,
                 should_stop=shouldStop,
             )
         except RuntimeError as exc:  # torch: out of memory, device errors
             if "out of memory" in str(exc).lower():
-                raise UltraSamError(f"the GPU ran out of memory ({exc}); choose the cpu device or a smaller model") from exc
+                raise UltraSamError(
+                    f"the GPU ran out of memory ({exc}); choose the cpu device or a smaller model"
+                ) from exc
             raise
         finally:
             frames.on_frame = None
+        warnings = _prompt_warnings(self.model.spec, request)
+        for warning in warnings:
+            log.warning(warning)
         cancelled = bool(shouldStop is not None and shouldStop())
-        return SegmentOutcome(results=dict(results), cancelled=cancelled)
+        return SegmentOutcome(results=dict(results), cancelled=cancelled, warnings=warnings)
 
     def apply(self, request: SegmentRequest, outcome: SegmentOutcome, description: str | None = None) -> np.ndarray:
         """Step 3: write every mask into its slice of the segment; one undoable operation.
+
+        Undo puts back all the operation changed: the slices, the segment's status and (if it had
+        none) its empty labelmap, a segment or segmentation it created, and the segmentation's
+        reference geometry if it had to take the volume's grid.
 
         Returns the masks on the volume's voxel array: bool ``[k, j, i]`` (the volume's array shape
         without a colour axis) for a 2D frame or 3D volume; ``[frame, row, col]`` over all frames
         for a cine. Written slices hold the new masks; every other slice is False.
         """
-        operation = Operation(description or self._describe(request, outcome))
-        segmentation_node, segment_id = self._ensure_output(request, operation)
+        operation = Operation(description or _describe(request, outcome))
         try:
+            writer, segment_id = self._ensure_output(request, operation)
             if request.is_cine:
-                result = self._apply_cine(request, outcome, segmentation_node, segment_id, operation)
+                result = self._apply_cine(request, outcome, writer, segment_id, operation)
             else:
-                result = self._apply_volume(request, outcome, segmentation_node, segment_id, operation)
+                result = self._apply_volume(request, outcome, writer, segment_id, operation)
         except Exception:
             operation.revert()  # leave the scene as it was, never half-written
             raise
         self.history.push(operation)
         self.lastOutcome = outcome
-        self.lastSegmentationNode = segmentation_node
+        self.lastSegmentationNode = writer.node
         self.lastSegmentId = segment_id
         return result
+
+    def outcomeMessage(self, request: SegmentRequest, outcome: SegmentOutcome) -> str:
+        """The status line after a run: what was written, by which model where, scores, warnings."""
+        scores = ", ".join(f"{index}: {score:.2f}" for index, score in sorted(outcome.scores.items())[:8])
+        note = " (cancelled)" if outcome.cancelled else ""
+        message = (
+            f"{len(outcome.results)} {request.where}(s) written{note} ({self.modelDescription} on "
+            f"{self.deviceInUse}); predicted IoU {scores}."
+        )
+        return " ".join([message, *outcome.warnings])
 
     # ================================================================== console API
     def segment(
         self,
-        volumeNode,
-        positivePointsNode=None,
-        negativePointsNode=None,
-        roiNode=None,
-        segmentationNode=None,
-        segmentId: str | None = None,
-        sliceIndex: int | None = None,
-        axis: str = "sagittal",
-        propagate: bool = False,
-        sliceNode=None,
-        sequenceBrowserNode=None,
-        minScore: float = 0.5,
+        *args,
         shouldStop: Callable[[], bool] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        **kwargs,
     ) -> np.ndarray:
         """Segment from markups and write the result into a segment; returns the written masks.
 
-        * ``volumeNode``: scalar or RGB (vector) volume — a 2D frame (single-slice volume), the
-          proxy of a cine Sequence browser, or a 3D volume.
-        * prompts: ``positivePointsNode`` / ``negativePointsNode`` point lists (a point in the
-          positive list is negative when its label starts with "-" or its description says
-          "negative"); ``roiNode`` a box (an ROI drawn on a slice view is flat and belongs to that
-          slice; a 3D ROI gives its box on every slice it crosses). Positions are converted to
-          pixels by ``ultrasam.prompts``, as on the command line: a point belongs to the slice
-          whose slab holds it; any point off the volume or off its slice's image is an error.
-          Only prompts on the working slice are used, unless ``propagate``.
-        * working slice: a 2D frame itself; a cine's current frame; for 3D, ``sliceIndex`` along
-          ``axis`` (``"sagittal"`` = constant i, ``"coronal"``, ``"axial"``), else the slice shown in
+        Arguments: one :class:`SegmentInputs`, or its fields (positional in this order, or by name);
+        a node of the wrong class, a non-integer ``sliceIndex`` or a non-bool ``propagate`` is a
+        ``TypeError``:
+
+        * ``volumeNode``: scalar or RGB (vector) volume, not a labelmap — a 2D frame (single-slice
+          volume), the proxy of a cine Sequence browser, or a 3D volume.
+        * ``positivePointsNode`` / ``negativePointsNode``: point lists (a point in the positive list
+          is negative when its label starts with "-" or its description says "negative");
+          ``roiNode``: an ROI, the box. An ROI at most one slice thick (as drawn on a slice view)
+          belongs to that slice alone; a thicker 3D ROI gives its box on every slice it crosses.
+          Positions are converted to pixels by ``ultrasam.prompts``, as on the command line: a point
+          belongs to the slice whose slab holds it; any point off the volume or off its slice's
+          image is an error. Only prompts on the working slice are used, unless ``propagate``.
+        * ``sliceIndex`` (int) along ``axis`` (``"sagittal"`` = constant i, ``"coronal"``,
+          ``"axial"``) names the working slice of a 3D volume; else the slice shown in
           ``sliceNode``, else the slice with most positive points (else the ROI's middle slice).
+          A 2D frame is its own working slice; a cine uses its browser's current frame
+          (``sequenceBrowserNode`` picks the browser when several hold the volume).
         * output: ``segmentationNode`` (created on the volume's grid, under its transform, when
-          None) and ``segmentId`` (a new "UltraSam N" segment with a distinct colour when None).
-          Only the written slices of that segment change.
+          None; one on other transforms works when they are linear) and ``segmentId`` (a new
+          "UltraSam N" segment with a distinct colour when None). Both are checked before any
+          model runs. Only the written slices of that segment change.
         * ``propagate``: every slice with a positive prompt is segmented and the masks are carried
           slice by slice (3D) or frame by frame (cine) until a mask vanishes or its predicted IoU
-          drops below ``minScore``; a 3D ROI keeps the sweep within the slices it crosses.
+          drops below ``minScore`` (0..1).
 
         Returns bool ``[k, j, i]`` (the volume's array shape) for 2D/3D, ``[frame, row, col]`` for a
-        cine: the new masks on the written slices, False elsewhere. Details (scores per slice)
-        are in :attr:`lastOutcome`; the segment used in :attr:`lastSegmentId`.
+        cine: the new masks on the written slices, False elsewhere. Details (scores per slice,
+        warnings) are in :attr:`lastOutcome`; the segment used in :attr:`lastSegmentId`.
         """
-        request = self.buildRequest(
-            volumeNode, positivePointsNode, negativePointsNode, roiNode, segmentationNode, segmentId,
-            sliceIndex, axis, propagate, sliceNode, sequenceBrowserNode, minScore,
-        )
+        request = self.buildRequest(as_inputs(args, kwargs))
         outcome = self.run(request, shouldStop=shouldStop, progress=progress)
         return self.apply(request, outcome)
 
@@ -473,11 +482,17 @@ class SlicerUltraSamLogic:
     ) -> int:
         """Compute embeddings ahead of the prompts; returns how many frames were encoded.
 
-        ``sliceIndices`` defaults to every frame along ``axis`` (a cine: every item). The widget
-        calls :meth:`encodingJobs` on the GUI thread and :meth:`encode` on a worker thread instead.
+        ``sliceIndices`` (integers) defaults to every frame along ``axis`` (a cine: every item).
+        The widget calls :meth:`encodingJobs` on the GUI thread and :meth:`encode` on a worker
+        thread instead.
         """
+        require_node(volumeNode, "volumeNode", "vtkMRMLScalarVolumeNode", optional=False)
         frames = self.frameSource(volumeNode, axis, sequenceBrowserNode)
-        indices = range(frames.num_frames) if sliceIndices is None else sliceIndices
+        indices = (
+            range(frames.num_frames)
+            if sliceIndices is None
+            else [require_index(n, "sliceIndices") for n in sliceIndices]
+        )
         return self.encode(self.encodingJobs(frames, indices), shouldStop)
 
     def encodingJobs(self, frames: FrameSource, indices, copy: bool = True) -> list:
@@ -490,7 +505,7 @@ class SlicerUltraSamLogic:
             if not 0 <= index < frames.num_frames:
                 continue
             key = frames.frame_key(index)
-            if (key, None) in self.store:
+            if self._store.contains(key):
                 continue
             if copy:
                 image = np.array(frames.model_image(index))
@@ -500,10 +515,20 @@ class SlicerUltraSamLogic:
         return jobs
 
     def encode(self, jobs, shouldStop: Callable[[], bool] | None = None) -> int:
-        """Encode the jobs of :meth:`encodingJobs` into the embedding store (thread-safe)."""
-        from .embeddings import encode_into
+        """Encode the jobs of :meth:`encodingJobs` into the shared store; returns how many were encoded.
 
-        return encode_into(self.store, self.model, jobs, shouldStop)
+        Safe on a worker thread: it uses its own predictor (the model's weights are only read, and
+        each predictor has its own current image) over the same thread-safe store, so the
+        predictor answering clicks finds these embeddings. ``shouldStop`` is polled between frames.
+        """
+        from ultrasam.predictor import Predictor
+
+        encoder = Predictor(self.model, store=self._store)
+        for key, image_fn in jobs:
+            if shouldStop is not None and shouldStop():
+                break
+            encoder.set_image(image_fn(), key=key)
+        return encoder.encoded
 
     @staticmethod
     def neighbourIndices(index: int, count: int, radius: int = NEIGHBOUR_RADIUS) -> list[int]:
@@ -525,54 +550,96 @@ class SlicerUltraSamLogic:
             log.info("undid: %s", description)
         return description
 
-    # ================================================================== writing
-    def _ensure_output(self, request: SegmentRequest, operation: Operation):
-        volume = request.volume_node
-        segmentation_node = request.segmentation_node
-        if segmentation_node is None:
-            scene = volume.GetScene()
-            if scene is None:
+    # ================================================================== output
+    @staticmethod
+    def _check_output(inputs: SegmentInputs) -> SegmentWriter | None:
+        """Refuse an output that :meth:`apply` could not write, before any model runs; the writer
+        for the chosen segmentation, or None when one is to be created."""
+        volume, segmentation = inputs.volumeNode, inputs.segmentationNode
+        if segmentation is None:
+            if volume.GetScene() is None:
                 raise UltraSamError(f"volume {volume.GetName()!r} is not in a scene")
+            return None
+        writer = SegmentWriter.for_volume(segmentation, volume)
+        if inputs.segmentId is not None and segmentation.GetSegmentation().GetSegment(inputs.segmentId) is None:
+            ids = list(segmentation.GetSegmentation().GetSegmentIDs())
+            raise UltraSamError(
+                f"segment {inputs.segmentId!r} is not in segmentation {segmentation.GetName()!r} (it has {ids})"
+            )
+        return writer
+
+    def _ensure_output(self, request: SegmentRequest, operation: Operation) -> tuple[SegmentWriter, str]:
+        """The writer and segment to write into, creating what is missing; each change is undoable."""
+        volume = request.volume_node
+        writer = self._check_output(request.inputs)  # again: the scene may have changed while the model ran
+        if writer is None:
+            scene = volume.GetScene()
             segmentation_node = create_segmentation_node(scene, volume)
             operation.on_undo(lambda node=segmentation_node: scene.RemoveNode(node))
-        SegmentWriter.for_volume(segmentation_node, volume)  # checks transform and grid before anything is written
-        segment_id = request.segment_id
+            writer = SegmentWriter.for_volume(segmentation_node, volume)
+        segmentation_node = writer.node
+        restore_grid = writer.adopt_grid(volume)
+        if restore_grid is not None:
+            log.info(
+                "segmentation %r takes the grid of volume %r (undo puts its geometry back)",
+                segmentation_node.GetName(),
+                volume.GetName(),
+            )
+            operation.on_undo(restore_grid)
+        segment_id = request.inputs.segmentId
         if segment_id is None:
             segment_id = add_segment(segmentation_node)
             # Look the segmentation up at undo time: a Sequence browser may have replaced it since.
             operation.on_undo(lambda: segmentation_node.GetSegmentation().RemoveSegment(segment_id))
-        elif segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
-            ids = list(segmentation_node.GetSegmentation().GetSegmentIDs())
-            raise UltraSamError(f"segment {segment_id!r} is not in segmentation {segmentation_node.GetName()!r} (it has {ids})")
-        return segmentation_node, segment_id
+        return writer, segment_id
 
     @staticmethod
-    def _write(writer: SegmentWriter, segment_id: str, axis: str, index: int, mask: np.ndarray, operation: Operation, still_valid=None) -> None:
-        """Write one slice and record how to put its previous content back (unless ``still_valid()`` says no)."""
+    def _write(
+        writer: SegmentWriter,
+        segment_id: str,
+        axis: str,
+        index: int,
+        mask: np.ndarray,
+        operation: Operation,
+        still_valid=None,
+    ) -> None:
+        """Write one slice and record how to put back what changed (unless ``still_valid()`` says no).
+
+        The segment's state (status, emptiness) is recorded at its first change in the operation,
+        so undo restores it after all of its slices.
+        """
         previous = writer.read_slice(segment_id, axis, index)
         if np.array_equal(previous, mask):
             return
+        valid = still_valid or (lambda: True)
+
+        def state_step() -> Callable[[], None]:
+            restore_state = writer.segment_state(segment_id)
+            return lambda: valid() and restore_state()
+
+        operation.on_undo_once((id(writer.node), segment_id), state_step)
         writer.write_slice(segment_id, axis, index, mask)
         packed = PackedMask.pack(previous)
 
         def restore() -> None:
-            if (still_valid is None or still_valid()) and writer.node.GetSegmentation().GetSegment(segment_id) is not None:
+            if valid() and writer.node.GetSegmentation().GetSegment(segment_id) is not None:
                 writer.write_slice(segment_id, axis, index, packed.unpack())
 
         operation.on_undo(restore)
 
-    def _apply_volume(self, request, outcome, segmentation_node, segment_id, operation) -> np.ndarray:
-        writer = SegmentWriter.for_volume(segmentation_node, request.volume_node)
+    def _apply_volume(
+        self, request, outcome, writer: SegmentWriter, segment_id: str, operation: Operation
+    ) -> np.ndarray:
         written = np.zeros(writer.shape_kji, dtype=bool)
         for index, result in sorted(outcome.results.items()):
             self._write(writer, segment_id, request.axis, index, result.mask, operation)
-            _place(written, request.axis, index, result.mask)
+            frame_of(written, request.axis, index)[...] = result.mask
         return written
 
-    def _apply_cine(self, request, outcome, segmentation_node, segment_id, operation) -> np.ndarray:
-        proxy_volume = request.volume_node
-        proxy_writer = SegmentWriter.for_volume(segmentation_node, proxy_volume)
-        ijk_to_ras = ijk_to_ras_matrix(proxy_volume)
+    def _apply_cine(
+        self, request, outcome, proxy_writer: SegmentWriter, segment_id: str, operation: Operation
+    ) -> np.ndarray:
+        segmentation_node = proxy_writer.node
         output = CineOutput(request.browser, request.master_sequence, segmentation_node)
         height, width = request.frames.frame_shape
         written = np.zeros((request.frames.num_frames, height, width), dtype=bool)
@@ -588,20 +655,32 @@ class SlicerUltraSamLogic:
                     # moved on, the proxy holds another frame and the restored item is what counts.
                     on_screen = lambda index=index: only_current or output.current_index == index  # noqa: E731
                     self._write(proxy_writer, segment_id, "axial", 0, result.mask, operation, on_screen)
-                else:
-                    item_writer = SegmentWriter(node, ijk_to_ras, proxy_writer.shape_kji)
+                else:  # an item: the proxy's grid, as the proxy segmentation sees it
+                    item_writer = SegmentWriter(node, proxy_writer.ijk_to_ras, proxy_writer.shape_kji)
                     self._write(item_writer, segment_id, "axial", 0, result.mask, operation)
             written[index] = result.mask
         return written
 
-    @staticmethod
-    def _describe(request: SegmentRequest, outcome: SegmentOutcome) -> str:
-        count = len(outcome.results)
-        where = "frame" if request.is_cine else f"{request.axis} slice"
-        if count == 1:
-            (index,) = outcome.results
-            return f"segment {where} {index}"
-        return f"propagate from {where} {request.index} over {count} {'frames' if request.is_cine else 'slices'}"
+
+def _describe(request: SegmentRequest, outcome: SegmentOutcome) -> str:
+    count = len(outcome.results)
+    if count == 1:
+        (index,) = outcome.results
+        return f"segment {request.where} {index}"
+    return f"propagate from {request.where} {request.index} over {count} {'frames' if request.is_cine else 'slices'}"
+
+
+def _prompt_warnings(spec, request: SegmentRequest) -> list[str]:
+    """Prompts the model was not trained for: clicks without a box for a box-only model (LiteMedSAM)."""
+    if spec.supports("point"):
+        return []
+    clicks_only = [n for n, p in sorted(request.prompts.items()) if p.box is None and len(p.points)]
+    if not clicks_only:
+        return []
+    return [
+        f"{spec.family} was trained on boxes only: clicks without an ROI (on {request.where} {clicks_only}) give poor "
+        "or empty masks; draw an ROI around the object, or choose a model that takes clicks (ultrasam, SAM)"
+    ]
 
 
 def _reindexed(prompt: FramePrompts, index: int) -> FramePrompts:
@@ -616,7 +695,9 @@ def _default_frame(prompts: dict, axis: str) -> int:
         return min(n for n, count in positives.items() if count == best)
     boxed = sorted(n for n, p in prompts.items() if p.box is not None)
     if not boxed:
-        raise PromptError(f"only negative points were given: add a positive point or an ROI on the {axis} slice to segment")
+        raise PromptError(
+            f"only negative points were given: add a positive point or an ROI on the {axis} slice to segment"
+        )
     return boxed[len(boxed) // 2]
 
 
@@ -626,7 +707,11 @@ def _select(prompts: dict, working: int, propagate: bool, where: str) -> dict:
     if chosen is None or not chosen.has_positive:
         kind = "only negative points" if chosen is not None else "no prompt"
         elsewhere = sorted(n for n, p in prompts.items() if p.has_positive)
-        hint = f"; positive prompts lie on {where} {elsewhere}" if elsewhere else "; place a positive point or an ROI there"
+        hint = (
+            f"; positive prompts lie on {where} {elsewhere}"
+            if elsewhere
+            else "; place a positive point or an ROI there"
+        )
         raise PromptError(f"{kind} on {where} {working}{hint}")
     selected = {working: chosen}
     if propagate:
@@ -636,17 +721,3 @@ def _select(prompts: dict, working: int, propagate: bool, where: str) -> dict:
         if ignored:
             log.info("prompts on %s %s are not on the working one (%d) and were not used", where, ignored, working)
     return dict(sorted(selected.items()))
-
-
-def _place(volume: np.ndarray, axis: str, index: int, mask: np.ndarray) -> None:
-    if axis == "axial":
-        volume[index] = mask
-    elif axis == "coronal":
-        volume[:, index] = mask
-    else:
-        volume[:, :, index] = mask
-
-
-def _shape_kji(volume_node) -> tuple[int, int, int]:
-    ni, nj, nk = ijk_shape(volume_node)
-    return nk, nj, ni

@@ -9,6 +9,7 @@ the library then works in that frame, in LPS like ITK.
 
 from __future__ import annotations
 
+
 import numpy as np
 from slicer import util
 
@@ -18,9 +19,22 @@ from ultrasam.volume import LPS_TO_RAS, Volume
 
 from .geometry import WorldToVolume, defined_control_points, ijk_to_ras_matrix, roi_corners_world
 
-__all__ = ["volume_from_node", "markups_from_nodes", "roi_from_corners"]
+__all__ = [
+    "volume_from_node",
+    "markups_from_nodes",
+    "roi_from_corners",
+    "is_input_volume",
+    "default_input_volume",
+    "nodes_of_class",
+    "new_point_list",
+    "color_point_list",
+    "POSITIVE_COLOR",
+    "NEGATIVE_COLOR",
+]
 
 _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
+POSITIVE_COLOR = (0.2, 0.9, 0.3)  # clicks inside the object: green
+NEGATIVE_COLOR = (0.95, 0.25, 0.2)  # clicks on background: red
 
 
 def volume_from_node(volume_node, voxels: np.ndarray | None = None) -> Volume:
@@ -74,7 +88,56 @@ def markups_from_nodes(volume_node, positive_node=None, negative_node=None, roi_
     rois = ()
     if roi_node is not None:
         if roi_node.GetInsideOut():
-            raise PromptError(f"ROI {roi_node.GetName()!r} is inside-out (it selects the outside); it cannot be a box prompt")
+            raise PromptError(
+                f"ROI {roi_node.GetName()!r} is inside-out (it selects the outside); it cannot be a box prompt"
+            )
         corners = to_volume.parent_ras(roi_corners_world(roi_node)) * _RAS_TO_LPS
         rois = (roi_from_corners(corners, roi_node.GetName() or "ROI"),)
     return Markups(tuple(points), rois)
+
+
+def is_input_volume(node) -> bool:
+    """A grey or colour image volume the module can segment: not a labelmap (a segmentation's
+    voxels), which the input selector hides anyway."""
+    return bool(node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode"))
+
+
+def default_input_volume(scene):
+    """The volume to preselect: the one a slice view shows as background (what the user is looking
+    at), else the most recently added image volume; None when the scene has none.
+
+    Labelmaps and hidden nodes are never chosen: the input selector would not show them.
+    """
+    candidates = [
+        node
+        for node in nodes_of_class(scene, "vtkMRMLScalarVolumeNode")
+        if is_input_volume(node) and not node.GetHideFromEditors()
+    ]
+    for composite in nodes_of_class(scene, "vtkMRMLSliceCompositeNode"):
+        shown = scene.GetNodeByID(composite.GetBackgroundVolumeID() or "")
+        if shown in candidates:
+            return shown
+    return candidates[-1] if candidates else None
+
+
+def nodes_of_class(scene, class_name: str) -> list:
+    """Every node of ``class_name`` (subclasses included) in ``scene``, in the order they were added."""
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(n) for n in range(collection.GetNumberOfItems())]
+
+
+def color_point_list(node, color: tuple[float, float, float]) -> None:
+    """Show a point list in ``color`` (placed and selected points alike), so positive and negative
+    clicks are told apart at a glance."""
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    if display is not None:
+        display.SetSelectedColor(*color)
+        display.SetColor(*color)
+
+
+def new_point_list(scene, name: str, color: tuple[float, float, float]):
+    """A new empty point list named ``name`` (made unique in the scene) in ``color``."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(name))
+    color_point_list(node, color)
+    return node

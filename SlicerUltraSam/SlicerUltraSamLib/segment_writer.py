@@ -9,15 +9,22 @@ that slice only), then ``MODE_MERGE_MAX`` with the new mask (adds it) — on a l
 only the target segment: a segment sharing its layer is first moved to its own layer (the merges
 act on the whole layer; see :meth:`SegmentWriter._own_layer`).
 
-Writes are exact only on the volume's own voxel grid, so the writer insists on it: the
-segmentation must use the volume's geometry (spacing, origin, axes) and sit under the same parent
-transform. A new or empty segmentation is given the volume's geometry; anything else is an error
-that says what to do, never a silent resampling.
+Writes are exact only on the volume's own voxel grid, so the writer works on that grid as the
+segmentation sees it: through the (linear) transforms between the volume and the segmentation.
+A segmentation created the standard way for a transformed volume — not under the volume's
+transform, ``SetReferenceImageGeometryParameterFromVolumeNode`` — has exactly that grid, which is
+the usual case with tracked ultrasound. A segmentation without content adopts the grid (undoably,
+:meth:`SegmentWriter.adopt_grid`); content on another grid, or a warping transform in between, is
+an error that says what to do, never a silent resampling.
+
+Which voxel index a slice holds constant, and its rows and columns, come from
+:mod:`ultrasam.frames`.
 """
 
 from __future__ import annotations
 
 import colorsys
+from typing import Callable
 
 import numpy as np
 import slicer
@@ -25,8 +32,9 @@ import vtk
 from vtk.util import numpy_support
 
 from ultrasam.errors import UltraSamError
+from ultrasam.frames import frame_shape_of, slice_axis_of
 
-from .geometry import ijk_to_ras_matrix, matrix_to_numpy, numpy_to_matrix, slice_axis_index
+from .geometry import ijk_to_ras_matrix, matrix_to_numpy, numpy_to_matrix, volume_to_node_matrix
 
 __all__ = [
     "SegmentWriter",
@@ -39,6 +47,7 @@ __all__ = [
 
 BINARY_LABELMAP = "Binary labelmap"
 SEGMENT_NAME_PREFIX = "UltraSam"
+REFERENCE_ROLE = "referenceImageGeometryRef"  # the node SetReferenceImageGeometryParameterFromVolumeNode records
 _GEOMETRY_TOLERANCE = 1e-5
 _Logic = slicer.vtkSlicerSegmentationsModuleLogic
 
@@ -71,11 +80,15 @@ def add_segment(segmentation_node, name: str | None = None, color=None) -> str:
 
 
 def create_segmentation_node(scene, volume_node, name: str | None = None):
-    """A new segmentation on ``volume_node``'s grid, under the same parent transform."""
+    """A new segmentation on ``volume_node``'s grid, under the same parent transform.
+
+    The transform comes first: the reference geometry is the volume's grid as seen from the
+    segmentation's frame, so setting it before would bake the transform in twice.
+    """
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{volume_node.GetName()} UltraSam")
     node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     return node
 
 
@@ -85,10 +98,16 @@ def _image_geometry_matrix(image) -> np.ndarray:
     return matrix_to_numpy(matrix)
 
 
+def _transform_name(node) -> str:
+    transform = node.GetParentTransformNode()
+    return repr(transform.GetName()) if transform is not None else "(none)"
+
+
 class SegmentWriter:
     """Slice reads and writes of segments of ``segmentation_node`` on a volume's voxel grid.
 
-    ``ijk_to_ras`` and ``shape_kji`` describe the grid (the volume's IJKToRAS and array shape).
+    ``ijk_to_ras`` maps the grid's voxel index to the segmentation's own coordinates (its parent
+    frame); ``shape_kji`` is the volume's array shape. :meth:`for_volume` builds both.
     """
 
     def __init__(self, segmentation_node, ijk_to_ras: np.ndarray, shape_kji: tuple[int, int, int]) -> None:
@@ -98,40 +117,43 @@ class SegmentWriter:
 
     @classmethod
     def for_volume(cls, segmentation_node, volume_node) -> "SegmentWriter":
-        """A writer for ``volume_node``'s grid, after checking (or adopting) the geometry."""
-        writer = cls(segmentation_node, ijk_to_ras_matrix(volume_node), _shape_kji(volume_node))
-        writer.check_transform(volume_node)
-        writer.adopt_geometry(volume_node)
+        """A writer for ``volume_node``'s grid seen from the segmentation, once :meth:`check_grid`
+        says it can be written exactly. Changes nothing in the scene."""
+        try:
+            volume_to_segmentation = volume_to_node_matrix(volume_node, segmentation_node)
+        except ValueError:
+            raise UltraSamError(
+                f"segmentation {segmentation_node.GetName()!r} and volume {volume_node.GetName()!r} are related by a "
+                "warping (non-linear) transform, so a slice of the volume is not a slice of the segmentation; put the "
+                f"segmentation under the volume's transform {_transform_name(volume_node)} (Data module: drag it onto "
+                "that transform) or choose another segmentation"
+            ) from None
+        ijk_to_segmentation = volume_to_segmentation @ ijk_to_ras_matrix(volume_node)
+        writer = cls(segmentation_node, ijk_to_segmentation, _shape_kji(volume_node))
+        writer.check_grid(volume_node.GetName())
         return writer
 
-    # ------------------------------------------------------------------ checks
-    def check_transform(self, volume_node) -> None:
-        if self.node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+    # ------------------------------------------------------------------ checks (read only)
+    def check_grid(self, volume_name: str = "the volume") -> None:
+        """Refuse a segmentation this grid cannot be written into exactly (see the module docstring)."""
+        self._check_layers()
+        reference = self._reference_matrix()
+        if reference is not None and not self._same_grid(reference) and self._has_content():
             raise UltraSamError(
-                f"segmentation {self.node.GetName()!r} and volume {volume_node.GetName()!r} are under different "
-                "transforms; put the segmentation under the volume's transform (Data or Transforms module) "
-                "or choose another segmentation"
+                f"segmentation {self.node.GetName()!r} already holds segments on another image grid than volume "
+                f"{volume_name!r} (different spacing, origin or axes); choose another segmentation, or none to have "
+                "one created for this volume"
             )
 
-    def adopt_geometry(self, volume_node) -> None:
-        """Use the volume's grid as reference geometry, or refuse when existing content is elsewhere."""
-        segmentation = self.node.GetSegmentation()
-        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-        serialized = segmentation.GetConversionParameter(name)
-        if serialized:
-            reference = slicer.vtkOrientedImageData()
-            slicer.vtkSegmentationConverter.DeserializeImageGeometry(serialized, reference, False)
-            if self._same_grid(_image_geometry_matrix(reference)):
-                self._check_layers()
-                return
-            if self._has_content():
-                raise UltraSamError(
-                    f"segmentation {self.node.GetName()!r} already holds segments on another image grid than volume "
-                    f"{volume_node.GetName()!r} (different spacing, origin or axes); choose or create a segmentation "
-                    "for this volume"
-                )
-        self._check_layers()
-        self.node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    def _reference_matrix(self) -> np.ndarray | None:
+        serialized = self.node.GetSegmentation().GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        )
+        if not serialized:
+            return None
+        reference = slicer.vtkOrientedImageData()
+        slicer.vtkSegmentationConverter.DeserializeImageGeometry(serialized, reference, False)
+        return _image_geometry_matrix(reference)
 
     def _same_grid(self, image_to_world: np.ndarray) -> bool:
         """Same spacing and axes, and origins an integer number of voxels apart."""
@@ -160,8 +182,54 @@ class SegmentWriter:
             if image is not None and not image.IsEmpty() and not self._same_grid(_image_geometry_matrix(image)):
                 raise UltraSamError(
                     f"segment {segmentation.GetNthSegment(n).GetName()!r} of {self.node.GetName()!r} is stored on "
-                    "another image grid than the volume; choose or create a segmentation for this volume"
+                    "another image grid than the volume; choose another segmentation, or none to have one created"
                 )
+
+    # ------------------------------------------------------------------ changes, each with its undo
+    def adopt_grid(self, volume_node) -> Callable[[], None] | None:
+        """Make the grid the segmentation's reference geometry unless it already is (call after
+        :meth:`check_grid`); returns what puts the previous geometry back, None when nothing changed."""
+        reference = self._reference_matrix()
+        if reference is not None and self._same_grid(reference):
+            return None
+        segmentation = self.node.GetSegmentation()
+        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        previous, previous_node_id = (
+            segmentation.GetConversionParameter(name),
+            self.node.GetNodeReferenceID(REFERENCE_ROLE),
+        )
+        self.node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+
+        def restore() -> None:
+            segmentation.SetConversionParameter(name, previous)
+            self.node.SetNodeReferenceID(REFERENCE_ROLE, previous_node_id)
+
+        return restore
+
+    def segment_state(self, segment_id: str) -> Callable[[], None]:
+        """What puts back everything about the segment that writing changes besides its voxels: its
+        status (writing marks it in progress) and, when it had none, an empty labelmap (restored
+        slices alone would leave an all-zero labelmap on this grid, which counts as content)."""
+        segment = self.check_segment(segment_id)
+        tag = _Logic.GetStatusTagName()
+        status = vtk.reference("")
+        had_status = segment.GetTag(tag, status)
+        status = str(status)
+        image = segment.GetRepresentation(BINARY_LABELMAP)
+        was_empty = image is None or image.IsEmpty()
+
+        def restore() -> None:
+            current = self.node.GetSegmentation().GetSegment(segment_id)
+            if current is None:
+                return
+            if was_empty:
+                _Logic.ClearSegment(self.node, segment_id)
+            if had_status:
+                current.SetTag(tag, status)
+            else:
+                current.RemoveTag(tag)
+
+        return restore
 
     def check_segment(self, segment_id: str):
         segment = self.node.GetSegmentation().GetSegment(segment_id)
@@ -174,7 +242,7 @@ class SegmentWriter:
     def _slice_extent(self, axis: str, index: int) -> list[int]:
         nk, nj, ni = self.shape_kji
         extent = [0, ni - 1, 0, nj - 1, 0, nk - 1]
-        a = slice_axis_index(axis)
+        a = slice_axis_of(axis)
         limit = (ni, nj, nk)[a]
         if not 0 <= index < limit:
             raise UltraSamError(f"{axis} slice {index} is outside 0..{limit - 1}")
@@ -199,8 +267,7 @@ class SegmentWriter:
         return image, extent
 
     def frame_shape(self, axis: str) -> tuple[int, int]:
-        nk, nj, ni = self.shape_kji
-        return {"axial": (nj, ni), "coronal": (nk, ni), "sagittal": (nk, nj)}[axis]
+        return frame_shape_of(self.shape_kji[::-1], axis)
 
     # ------------------------------------------------------------------ read / write
     def read_volume(self, segment_id: str) -> np.ndarray:

@@ -15,13 +15,9 @@ import slicer
 from ultrasam.errors import UltraSamError
 
 from .history import Operation
+from .nodes import nodes_of_class
 
 __all__ = ["find_browser", "CineOutput"]
-
-
-def _nodes_of_class(scene, class_name: str) -> list:
-    collection = scene.GetNodesByClass(class_name)
-    return [collection.GetItemAsObject(n) for n in range(collection.GetNumberOfItems())]
 
 
 def find_browser(volume_node, browser_node=None):
@@ -30,7 +26,11 @@ def find_browser(volume_node, browser_node=None):
     With ``browser_node`` given only that browser is considered (and it must hold the volume).
     """
     scene = volume_node.GetScene()
-    candidates = [browser_node] if browser_node is not None else (_nodes_of_class(scene, "vtkMRMLSequenceBrowserNode") if scene else [])
+    candidates = (
+        [browser_node]
+        if browser_node is not None
+        else (nodes_of_class(scene, "vtkMRMLSequenceBrowserNode") if scene else [])
+    )
     for browser in candidates:
         sequence = browser.GetSequenceNode(volume_node)
         if sequence is not None and browser.GetProxyNode(sequence) is volume_node:

@@ -53,6 +53,31 @@ def check_axis(axis: str) -> str:
     return name
 
 
+def slice_axis_of(axis: str) -> int:
+    """0, 1 or 2: which voxel index (i, j or k) is constant on the frames along ``axis``."""
+    return _SLICE_AXIS_OF_IJK[check_axis(axis)]
+
+
+def axis_holding(ijk_axis: int) -> str:
+    """The slicing axis whose frames hold voxel index ``ijk_axis`` (0 = i, 1 = j, 2 = k) constant."""
+    for axis, held in _SLICE_AXIS_OF_IJK.items():
+        if held == ijk_axis:
+            return axis
+    raise ValueError(f"voxel index axis must be 0 (i), 1 (j) or 2 (k), got {ijk_axis!r}")
+
+
+def frame_shape_of(shape_ijk: Sequence[int], axis: str) -> tuple[int, int]:
+    """``(H, W)`` of the frames along ``axis`` of a volume of ``(ni, nj, nk)`` voxels (rows, columns per the table)."""
+    ni, nj, nk = (int(n) for n in shape_ijk[:3])
+    return {"axial": (nj, ni), "coronal": (nk, ni), "sagittal": (nk, nj)}[check_axis(axis)]
+
+
+def frame_of(array: np.ndarray, axis: str, n: int) -> np.ndarray:
+    """Frame ``n`` along ``axis`` of a ``[k, j, i(, c)]`` array: a view, so writing into it writes the volume."""
+    array_axis = 2 - slice_axis_of(axis)  # numpy order is (k, j, i)
+    return array[(slice(None),) * array_axis + (n,)]
+
+
 def slice_to_ijk_matrix(axis: str) -> np.ndarray:
     """4x4 affine: ``(x, y, s)`` (frame column, frame row, slice number) → ``(i, j, k)``."""
     matrix = np.eye(4)
@@ -252,17 +277,11 @@ class FrameStack(Sequence):
     @property
     def frame_shape(self) -> tuple[int, int]:
         """``(H, W)`` shared by every frame."""
-        ni, nj, nk = self.volume.shape_ijk
-        return {"axial": (nj, ni), "coronal": (nk, ni), "sagittal": (nk, nj)}[self.axis]
+        return frame_shape_of(self.volume.shape_ijk, self.axis)
 
     def image(self, n: int) -> np.ndarray:
         """Frame ``n``'s pixels: a view into the volume array."""
-        array = self.volume.array
-        if self.axis == "axial":
-            return array[n]
-        if self.axis == "coronal":
-            return array[:, n]
-        return array[:, :, n]
+        return frame_of(self.volume.array, self.axis, n)
 
     def __getitem__(self, n):
         if isinstance(n, slice):
@@ -295,7 +314,9 @@ class FrameStack(Sequence):
         """``(x, y, s)`` → physical points in ``space``."""
         return apply_affine(self.slice_to_physical_matrix(space), _as_points(xys, 3))
 
-    def to_volume_array(self, masks: Mapping[int, np.ndarray] | Sequence[np.ndarray | None], dtype=np.uint8) -> np.ndarray:
+    def to_volume_array(
+        self, masks: Mapping[int, np.ndarray] | Sequence[np.ndarray | None], dtype=np.uint8
+    ) -> np.ndarray:
         """Put per-frame 2D arrays back into a ``[k, j, i]`` volume array (missing frames stay 0)."""
         out = np.zeros(self.volume.array.shape[:3], dtype=dtype)
         items = masks.items() if isinstance(masks, Mapping) else enumerate(masks)
@@ -305,22 +326,10 @@ class FrameStack(Sequence):
             mask = np.asarray(mask)
             if mask.shape != self.frame_shape:
                 raise ImageError(f"{self.axis} mask {n} has shape {mask.shape}, frames are {self.frame_shape}")
-            if self.axis == "axial":
-                out[n] = mask
-            elif self.axis == "coronal":
-                out[:, n] = mask
-            else:
-                out[:, :, n] = mask
+            frame_of(out, self.axis, n)[...] = mask
         return out
 
 
 def frames_along(volume: Volume, axis: str = "axial") -> FrameStack:
     """The frames of ``volume`` along ``axis`` (see the module docstring for the convention)."""
     return FrameStack(volume, axis)
-
-
-def load_frames(path: str | Path, axis: str = "axial") -> list[Frame]:
-    """Every 2D frame in a file: an image, a multi-frame DICOM cine, or a volume sliced along ``axis``."""
-    from ultrasam.readers import load_frames as _load
-
-    return _load(path, axis=axis)

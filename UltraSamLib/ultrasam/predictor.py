@@ -12,13 +12,14 @@ and the mask with the highest predicted IoU selected.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Hashable
 
 import numpy as np
 import torch
 
+from ultrasam import decoder_cache
+from ultrasam.embedding_store import EmbeddingStore
 from ultrasam.errors import ImageError, PromptError
 from ultrasam.models import SamModel
 from ultrasam.prompts import validate_boxes, validate_points
@@ -70,16 +71,25 @@ class Prediction:
 class _Embedding:
     features: torch.Tensor
     geometry: InputGeometry
+    side: decoder_cache.ImageSide | None = None  # prompt-independent decoder terms, made on first use
+
+    def image_side(self, sam: torch.nn.Module) -> decoder_cache.ImageSide:
+        if self.side is None:
+            self.side = decoder_cache.image_side(sam, self.features)
+        return self.side
 
 
 class Predictor:
     """A ``SamPredictor``-like front end that works for every family in :mod:`ultrasam.models`."""
 
-    def __init__(self, model: SamModel, cache_size: int = 8) -> None:
+    def __init__(self, model: SamModel, cache_size: int = 8, *, store: EmbeddingStore | None = None) -> None:
+        """``store``: embeddings shared with other predictors of the same model (e.g. a background
+        encoder thread); without one the predictor keeps its own of ``cache_size`` entries."""
         self.model = model
-        self.cache_size = cache_size
-        self._cache: "OrderedDict[Hashable, _Embedding]" = OrderedDict()
+        self.store = store if store is not None else EmbeddingStore(cache_size)
+        self.encoded = 0  # images this predictor had to encode itself (the rest came from the store)
         self._current: _Embedding | None = None
+        self._cached_decoder = decoder_cache.supports(model.sam)  # prompt-independent terms once per image
 
     # ------------------------------------------------------------------ image
     @property
@@ -89,22 +99,22 @@ class Predictor:
     def set_image(
         self, image: np.ndarray, key: Hashable | None = None, window: tuple[float, float] | None = None
     ) -> None:
-        """Make ``image`` current, encoding it unless its embedding is cached.
+        """Make ``image`` current, encoding it unless its embedding is in the store.
 
-        ``key`` names the image for the cache (e.g. ``(volume_id, axis, slice)``); without one the
-        content hash is used, so the same pixels are never encoded twice.
+        ``key`` names the image for the store (e.g. ``(volume_id, axis, slice)``), so a keyed image
+        found there is not even converted; without one the content hash is used, so the same pixels
+        are never encoded twice.
         """
-        rgb = to_rgb_uint8(image, window)
-        cache_key = (key if key is not None else self._content_key(rgb), window)
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            self._cache.move_to_end(cache_key)
-            self._current = cached
-            return
-        self._current = self._encode(rgb)
-        self._cache[cache_key] = self._current
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        rgb = None
+        if key is None:
+            rgb = to_rgb_uint8(image, window)
+            key = self._content_key(rgb)
+        embedding = self.store.get(key, window)
+        if embedding is None:
+            embedding = self._encode(rgb if rgb is not None else to_rgb_uint8(image, window))
+            self.encoded += 1
+            self.store.put(key, embedding, window)
+        self._current = embedding
 
     def set_embedding(self, features: torch.Tensor, original_hw: tuple[int, int]) -> None:
         """Use a precomputed embedding (e.g. from a batched encoder run)."""
@@ -123,7 +133,7 @@ class Predictor:
         return self._require_image().geometry
 
     def is_cached(self, key: Hashable, window: tuple[float, float] | None = None) -> bool:
-        return (key, window) in self._cache
+        return self.store.contains(key, window)
 
     @staticmethod
     def _content_key(rgb: np.ndarray) -> str:
@@ -182,7 +192,9 @@ class Predictor:
         geometry = current.geometry
         coords_m = None if coords is None else geometry.points_to_model(coords)
         boxes_m = None if boxes is None else geometry.boxes_to_model(boxes)
-        logits1, iou1 = self._decode_model_coords(current, coords_m, point_labels, boxes_m, mask_tensor, multimask=False)
+        logits1, iou1 = self._decode_model_coords(
+            current, coords_m, point_labels, boxes_m, mask_tensor, multimask=False
+        )
         passes.append(_record(logits1, iou1, coords_m, boxes_m))
         if boxes is None:  # UltraSam: a point prompt becomes the box of the pass-1 mask
             masks1 = masks_to_original(logits1, geometry, self.model.spec).cpu().numpy()
@@ -215,6 +227,8 @@ class Predictor:
             )
         box_arg = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=device)
         sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_tensor)
+        if mask_tensor is None and self._cached_decoder and current.features.shape[0] == 1:
+            return decoder_cache.decode(sam, current.image_side(sam), sparse, multimask)
         logits, iou = sam.mask_decoder(
             image_embeddings=current.features,
             image_pe=sam.prompt_encoder.get_dense_pe(),
@@ -252,7 +266,9 @@ def _check_points(points, labels, original_hw: tuple[int, int]) -> tuple[np.ndar
         if labels is not None and np.shape(labels)[:1] != (len(points),):
             raise PromptError(f"labels shape {np.shape(labels)} does not match points shape {np.shape(points)}")
         per_set = [None] * len(points) if labels is None else labels
-        sets = [validate_points(p, q, original_hw, f"point set {b + 1}") for b, (p, q) in enumerate(zip(points, per_set))]
+        sets = [
+            validate_points(p, q, original_hw, f"point set {b + 1}") for b, (p, q) in enumerate(zip(points, per_set))
+        ]
     if not sets or sets[0][0].shape[0] == 0:
         return None, None
     return np.stack([xy for xy, _ in sets]), np.stack([lab for _, lab in sets])
@@ -274,7 +290,9 @@ def _negatives_only(coords: np.ndarray | None, labels: np.ndarray | None):
     return out_coords, out_labels
 
 
-def _record(logits: torch.Tensor, iou: torch.Tensor, coords: np.ndarray | None, boxes: np.ndarray | None) -> DecoderPass:
+def _record(
+    logits: torch.Tensor, iou: torch.Tensor, coords: np.ndarray | None, boxes: np.ndarray | None
+) -> DecoderPass:
     return DecoderPass(
         low_res_logits=logits.float().cpu().numpy(),
         iou=iou.float().cpu().numpy(),

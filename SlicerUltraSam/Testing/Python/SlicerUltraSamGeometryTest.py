@@ -49,7 +49,9 @@ class SlicerUltraSamGeometryTest(unittest.TestCase):
 
         points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "P")
         points.AddControlPointWorld(*self._world((7, 2, 4)))
-        request = SlicerUltraSamLogic().buildRequest(self.volume, positivePointsNode=points, sliceIndex=7, axis="sagittal")
+        request = SlicerUltraSamLogic().buildRequest(
+            self.volume, positivePointsNode=points, sliceIndex=7, axis="sagittal"
+        )
         # sagittal slice i = 7: x = j, y = k
         np.testing.assert_allclose(request.prompts[7].points, [[2.0, 4.0]], atol=1e-6)
 
@@ -75,8 +77,14 @@ class SlicerUltraSamGeometryTest(unittest.TestCase):
         before = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, self.volume).copy()
         np.testing.assert_array_equal(before[:, :, 3] > 0, first_mask)
 
-        request = logic.buildRequest(self.volume, positivePointsNode=points, segmentationNode=segmentation,
-                                     segmentId=segment_id, sliceIndex=5, axis="sagittal")
+        request = logic.buildRequest(
+            self.volume,
+            positivePointsNode=points,
+            segmentationNode=segmentation,
+            segmentId=segment_id,
+            sliceIndex=5,
+            axis="sagittal",
+        )
         second, second_mask = outcome(5)
         logic.apply(request, second)
         after = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, self.volume)
