@@ -22,6 +22,7 @@ from ultrasam import pipeline
 from ultrasam.errors import PromptError
 from ultrasam.frames import frames_along
 from ultrasam.predictor import Predictor
+from ultrasam.propagate import StopRule
 from ultrasam.prompts import MAX_POINTS_PER_FRAME, FramePrompts, check_on_frame
 from ultrasam.volume import Volume
 
@@ -37,7 +38,9 @@ def outcome(call):
 
 
 def prompts_layer(points=None, labels=None, box=None, hw=(20, 30)):
-    return outcome(lambda: check_on_frame(FramePrompts(0, np.zeros((0, 2)) if points is None else points, labels, box), hw))
+    return outcome(
+        lambda: check_on_frame(FramePrompts(0, np.zeros((0, 2)) if points is None else points, labels, box), hw)
+    )
 
 
 def predictor_layer(points=None, labels=None, box=None, hw=(20, 30)):
@@ -212,6 +215,9 @@ class RecordingPredictor:
     def set_image(self, image: np.ndarray, key=None) -> None:
         self.shape = image.shape[:2]
 
+    def is_cached(self, key, window=None) -> bool:
+        return False
+
     def predict(self, points=None, labels=None, box=None, mask_input=None):
         self.boxes.append(box)
         return SimpleNamespace(mask=np.ones(self.shape, bool), score=1.0, logits=np.zeros((256, 256), np.float32))
@@ -221,7 +227,8 @@ def test_segment_sends_the_checked_prompts_and_leaves_the_callers_alone():
     stack = frames_along(Volume(np.zeros((1, 20, 30), np.uint8)), "axial")
     given_prompts = {0: FramePrompts(0, box=[-4, 2, 10, 40])}
     recorder = RecordingPredictor()
-    pipeline.segment(stack, given_prompts, recorder, progress=False)
+    # a fake has no encoder: no lookahead, and a rule that needs no encoder view of the masks
+    pipeline.segment(stack, given_prompts, recorder, progress=False, lookahead=0, stop_rule=StopRule.legacy())
     np.testing.assert_array_equal(recorder.boxes[0], [0, 2, 10, 20])
     np.testing.assert_array_equal(given_prompts[0].box, [-4, 2, 10, 40])
 

@@ -19,10 +19,11 @@ from typing import Callable, Hashable, Iterable, Mapping
 
 import numpy as np
 
-from ultrasam.frames import FrameStack
+from ultrasam.frames import Frame, FrameStack
 from ultrasam.predictor import Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.propagate import SliceResult, propagate
+from ultrasam.propagate import MARGIN_FLOOR, Propagation, SliceResult, StopRule
+from ultrasam.propagate import propagate as run_propagation
 
 
 def load(path: str | Path, axis: str = "sagittal") -> FrameStack:
@@ -70,50 +71,59 @@ def segment(
     *,
     propagate: bool = False,
     frame_range: tuple[int, int] | None = None,
-    min_score: float = 0.5,
+    min_score: float | None = None,
+    stop_rule: StopRule | None = None,
+    margin_floor: float = MARGIN_FLOOR,
     use_logits: bool = False,
     key: Hashable | None = None,
+    lookahead: int = 2,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[int, SliceResult]:
-    """Masks on the prompted frames (and their neighbours with ``propagate``), on the frames' own grids."""
+) -> Propagation:
+    """Masks on the prompted frames (and, with ``propagate``, wherever the object goes on around them),
+    on the frames' own grids.
+
+    Several prompted frames are keyframes and a frame with only negative clicks stops propagation
+    (see :mod:`ultrasam.propagate`). ``stop_rule`` (default :class:`StopRule`) decides where the
+    object ends; ``min_score`` replaces its predicted-IoU floor; ``margin_floor`` is the least
+    growth of a propagated box (see :func:`ultrasam.propagate.propagate`). Each frame is resampled to square
+    pixels and encoded once per run; ``lookahead`` frames are encoded ahead on a worker thread.
+    """
     from ultrasam.prompts import check_on_frame
 
     if predictor is None:
         from ultrasam.models import open_model
 
         predictor = Predictor(open_model(), cache_size=64)
-    square = {}
+    square: dict[int, Frame] = {}
 
-    def model_frame(index: int):
+    def model_frame(index: int) -> Frame:
         if index not in square:
             square[index] = stack[index].square()
         return square[index]
 
     checked = {n: check_on_frame(p, stack.frame_shape, where=f"{stack.axis} frame {n}") for n, p in frame_prompts.items()}
     mapped = {n: p.mapped(stack[n], model_frame(n)) if not stack[n].is_square else p for n, p in checked.items()}
-    results = _run(predictor, stack, model_frame, mapped, propagate, frame_range, min_score, use_logits, key, progress, should_stop)
+    results = run_propagation(
+        predictor,
+        lambda n: model_frame(n).image,
+        len(stack),
+        mapped,
+        sweep=propagate,
+        frame_range=frame_range,
+        stop_rule=(stop_rule or StopRule()).with_min_score(min_score),
+        margin_floor=margin_floor,
+        use_logits=use_logits,
+        key=key if key is not None else (str(getattr(stack.volume, "source", "")), stack.axis),
+        lookahead=lookahead,
+        progress=progress,
+        should_stop=should_stop,
+    )
     for index, result in results.items():
         frame = model_frame(index)
         if frame.parent is not None:
             result.mask = frame.mask_to_parent(result.mask)
     return results
-
-
-def _run(predictor, stack, model_frame, prompts_, sweep, frame_range, min_score, use_logits, key, progress, should_stop):
-    return propagate(
-        predictor,
-        lambda n: model_frame(n).image,
-        len(stack),
-        prompts_,
-        sweep=sweep,
-        frame_range=frame_range,
-        min_score=min_score,
-        use_logits=use_logits,
-        key=key if key is not None else (str(getattr(stack.volume, "source", "")), stack.axis),
-        progress=progress,
-        should_stop=should_stop,
-    )
 
 
 def save(

@@ -22,11 +22,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_propagation_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("propagation")
-    group.add_argument("--propagate", action="store_true", help="carry masks from prompted frames to their neighbours")
+    group = parser.add_argument_group(
+        "propagation",
+        "Every prompted frame is a keyframe; each frame takes the mask carried from its nearest keyframe. "
+        "A frame with only negative clicks gets no mask and stops propagation there.",
+    )
+    group.add_argument("--propagate", action="store_true", help="carry masks from the prompted frames to their neighbours, until the object ends")
     group.add_argument("--range", nargs=2, type=int, metavar=("FIRST", "LAST"), help="never propagate outside these frames (inclusive)")
-    group.add_argument("--min-score", type=float, default=0.5, help="stop where the predicted IoU falls below this (default 0.5)")
+    group.add_argument("--stop-rule", choices=("evidence", "score"), default="evidence",
+                       help="evidence (default): stop where the masks say the object ended (area jump, mask against its "
+                            "prompt box, stability, predicted IoU); score: only on an empty mask or a low predicted IoU "
+                            "(the rule before keyframes)")
+    group.add_argument("--min-score", type=float, default=None, help="also stop where the predicted IoU falls below this (default 0.5)")
     group.add_argument("--use-logits", action="store_true", help="also pass the previous frame's logits as a mask prompt")
+
+
+def stop_rule_from_args(args: argparse.Namespace):
+    """The :class:`~ultrasam.propagate.StopRule` that ``--stop-rule`` and ``--min-score`` name."""
+    from ultrasam.propagate import StopRule
+
+    rule = StopRule() if args.stop_rule == "evidence" else StopRule.legacy()
+    return rule.with_min_score(args.min_score)
+
+
+def report_sweeps(results) -> None:
+    """One line per propagation sweep: where it ended and why."""
+    for end in getattr(results, "sweeps", ()):
+        print(f"propagation {end}")
 
 
 def add_output_options(parser: argparse.ArgumentParser, out_help: str) -> None:

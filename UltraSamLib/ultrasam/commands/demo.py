@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="segment synthetic ultrasound end to end and report Dice", description=__doc__)
+    parser = subparsers.add_parser(
+        "demo", help="segment synthetic ultrasound end to end and report Dice", description=__doc__
+    )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     parser.add_argument("--model", default=DEFAULT_WEIGHTS, help=f"registered weights name (default {DEFAULT_WEIGHTS})")
     parser.add_argument("--overwrite", action="store_true", help="replace files from an earlier run")
@@ -40,7 +42,9 @@ def run_frame(predictor, out: Path, overwrite: bool) -> float:
     prediction = predictor.predict(box=box)
     outputs.write_image_png(out / "frame.png", image, overwrite=overwrite)
     outputs.write_mask_png(out / "frame_mask.png", prediction.mask, overwrite=overwrite)
-    outputs.write_overlay_png(out / "frame_overlay.png", image, prediction.mask, prompts=FramePrompts(0, box=box), overwrite=overwrite)
+    outputs.write_overlay_png(
+        out / "frame_overlay.png", image, prediction.mask, prompts=FramePrompts(0, box=box), overwrite=overwrite
+    )
     score = dice(prediction.mask, truth)
     print(f"2D frame: box {box.astype(int).tolist()} -> Dice {score:.3f} (predicted IoU {prediction.score:.3f})")
     return score

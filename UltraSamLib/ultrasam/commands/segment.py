@@ -1,7 +1,8 @@
 """``ultrasam segment``: one image, a DICOM file or a cine loop, prompted by pixel clicks and boxes.
 
-A multi-frame input (cine DICOM, 2D+t volume) is segmented on ``--frame`` (default 0); with
-``--propagate`` the mask is carried to the other frames. Outputs never overwrite an existing
+A multi-frame input (cine DICOM, 2D+t volume) is segmented on ``--frame`` (default 0; repeat it to
+prompt several keyframes); with ``--propagate`` the masks are carried to the other frames until the
+object ends (see ``--stop-rule``), each frame taking the mask of its nearest keyframe. Outputs never overwrite an existing
 file unless ``--overwrite`` is given, and are written atomically.
 """
 
@@ -19,6 +20,8 @@ from ultrasam.commands.common import (
     add_propagation_options,
     check_outputs,
     make_predictor,
+    report_sweeps,
+    stop_rule_from_args,
 )
 from ultrasam.errors import PromptError, UltraSamError
 
@@ -34,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", type=Path, help="PNG/JPEG/BMP/TIFF image, DICOM (single- or multi-frame), or a 2D+t volume")
     add_pixel_prompt_options(parser)
-    parser.add_argument("--frame", type=int, default=0, help="frame the prompts apply to (multi-frame inputs)")
+    parser.add_argument("--frame", type=int, action="append", default=[],
+                        help="frame the prompts apply to (multi-frame inputs; default 0); repeat for keyframes")
     add_propagation_options(parser)
     add_output_options(parser, "mask: .png (one frame, 0/255), or .seg.nrrd / .nrrd / .nii.gz for a cine loop")
     add_model_options(parser)
@@ -66,22 +70,24 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args, [args.image], one_frame=True)
     stack = pipeline.load(args.image, axis="axial")
-    if not 0 <= args.frame < len(stack):
-        raise PromptError(f"--frame {args.frame} is outside the file's frames 0..{len(stack) - 1}")
+    frames = sorted(set(args.frame or [0]))
+    for index in frames:
+        if not 0 <= index < len(stack):
+            raise PromptError(f"--frame {index} is outside the file's frames 0..{len(stack) - 1}")
     if args.propagate and len(stack) == 1:
         raise UltraSamError(f"{args.image} has a single frame: nothing to propagate to")
-    outputs.check_mask_suffix(args.out, one_frame=not args.propagate)  # before the model
-    prompt = pixel_prompt_from_args(args, stack.frame_shape, args.frame)
-    if prompt is None:
+    outputs.check_mask_suffix(args.out, one_frame=not args.propagate and len(frames) == 1)  # before the model
+    prompts = {index: pixel_prompt_from_args(args, stack.frame_shape, index) for index in frames}
+    if prompts[frames[0]] is None:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1, --point X Y or --negative X Y")
-    prompts = {args.frame: prompt}
     results = pipeline.segment(
         stack, prompts, make_predictor(args), propagate=args.propagate, frame_range=args.range,
-        min_score=args.min_score, use_logits=args.use_logits, progress=args.propagate,
+        stop_rule=stop_rule_from_args(args), use_logits=args.use_logits, progress=args.propagate,
     )
     out = args.out
     pipeline.save(out, stack, results, overlay=args.overlay, rle=args.rle, prompts=prompts, overwrite=args.overwrite)
     for index, result in results.items():
         log.info("frame %d: %d pixels, predicted IoU %.3f", index, result.mask.sum(), result.score)
+    report_sweeps(results)
     print(f"wrote {out} ({len(results)} frame{'s' if len(results) > 1 else ''})")
     return 0

@@ -22,6 +22,8 @@ from ultrasam.commands.common import (
     add_propagation_options,
     check_outputs,
     make_predictor,
+    report_sweeps,
+    stop_rule_from_args,
 )
 from ultrasam.commands.segment import add_pixel_prompt_options, pixel_prompt_from_args
 from ultrasam.errors import PromptError
@@ -75,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
     log.info("prompted %s slices: %s", stack.axis, sorted(prompts))
     results = pipeline.segment(
         stack, prompts, make_predictor(args), propagate=args.propagate,
-        frame_range=tuple(args.range) if args.range else None, min_score=args.min_score,
+        frame_range=tuple(args.range) if args.range else None, stop_rule=stop_rule_from_args(args),
         use_logits=args.use_logits, key=str(args.volume),
     )
     pipeline.save(args.out, stack, results, overlay=args.overlay, rle=args.rle, segment_name=args.segment_name,
                   prompts=prompts, overwrite=args.overwrite)
+    report_sweeps(results)
     propagated = [n for n, r in results.items() if not r.prompted]
     print(f"wrote {args.out}: {len(results)} {stack.axis} slices ({len(prompts)} prompted, {len(propagated)} propagated)")
     return 0
