@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ultrasam demo --out demo_output
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -173,7 +173,10 @@ def write_markups_node(app: HeadlessSlicer, node, path: str | Path, coordinate_s
     storage = node.CreateDefaultStorageNode()
     app.scene.AddNode(storage)
     node.SetAndObserveStorageNodeID(storage.GetID())
-    systems = {"LPS": slicer.vtkMRMLStorageNode.CoordinateSystemLPS, "RAS": slicer.vtkMRMLStorageNode.CoordinateSystemRAS}
+    systems = {
+        "LPS": slicer.vtkMRMLStorageNode.CoordinateSystemLPS,
+        "RAS": slicer.vtkMRMLStorageNode.CoordinateSystemRAS,
+    }
     storage.SetCoordinateSystem(systems[coordinate_system])
     storage.SetFileName(str(path))
     if not storage.WriteData(node):
@@ -191,7 +194,9 @@ def read_markups_file(app: HeadlessSlicer, path: str | Path):
     import slicer
 
     first_type = json.loads(Path(path).read_text())["markups"][0].get("type")
-    storage_class = slicer.vtkMRMLMarkupsROIJsonStorageNode if first_type == "ROI" else slicer.vtkMRMLMarkupsJsonStorageNode
+    storage_class = (
+        slicer.vtkMRMLMarkupsROIJsonStorageNode if first_type == "ROI" else slicer.vtkMRMLMarkupsJsonStorageNode
+    )
     storage = storage_class()
     app.scene.AddNode(storage)
     node = storage.AddNewMarkupsNodeFromFile(str(path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -67,7 +66,12 @@ def test_truncated_checkpoint(tmp_path, tiny_checkpoint):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "empty"), (b'{"weights": 1}', "JSON"), (b"\x89HDF\r\n\x1a\n" + b"0" * 64, "HDF5"), (b"\x89PNG\r\n\x1a\n", "PNG")],
+    [
+        (b"", "empty"),
+        (b'{"weights": 1}', "JSON"),
+        (b"\x89HDF\r\n\x1a\n" + b"0" * 64, "HDF5"),
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+    ],
 )
 def test_foreign_files(tmp_path, content, message):
     path = tmp_path / "weights.bin"
@@ -155,8 +159,9 @@ def test_exported_ultrasam_reopens_with_its_own_recipe(tmp_path, tiny_checkpoint
     from ultrasam_training.train.export import save_state_dict
 
     original = load_model(tiny_checkpoint, fast=False)
-    out = save_state_dict(ultrasam_to_sam(load_state_dict(tiny_checkpoint)), tmp_path / "tiny.safetensors",
-                          family="ultrasam")
+    out = save_state_dict(
+        ultrasam_to_sam(load_state_dict(tiny_checkpoint)), tmp_path / "tiny.safetensors", family="ultrasam"
+    )
     reopened = load_model(out, fast=False)
     assert reopened.spec == original.spec and reopened.spec.family == "ultrasam"
     for key, tensor in original.sam.state_dict().items():

@@ -29,6 +29,7 @@ RNG = np.random.default_rng(7)
 
 # ---------------------------------------------------------------- helpers
 
+
 def _image(path: Path, height: int, width: int, rgb: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = (height, width, 3) if rgb else (height, width)
@@ -83,6 +84,7 @@ def _skipped(report) -> set[str]:
 
 # ---------------------------------------------------------------- AUL
 
+
 def _rect(x0, y0, x1, y1):
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
 
@@ -113,37 +115,64 @@ def test_aul(tmp_path):
     assert _areas(coco, images["Malignant/image/2.jpg"]) == {"mass": [50]}
     assert _areas(coco, images["Normal/image/4.jpg"]) == {"liver": [55]}
     assert {s: i["class_labels"] for s, i in images.items()} == {
-        "Benign/Benign/image/1.jpg": ["benign"], "Malignant/image/2.jpg": ["malignant"],
-        "Normal/image/4.jpg": ["normal"]}
+        "Benign/Benign/image/1.jpg": ["benign"],
+        "Malignant/image/2.jpg": ["malignant"],
+        "Normal/image/4.jpg": ["normal"],
+    }
     assert _skipped(report) == {"Benign/Benign/segmentation/mass/9.json", "Malignant/image/3.jpg"}
     assert any("outline" in note for note in report.notes)
 
 
 # ---------------------------------------------------------------- UBPD
 
+
 def _labelme(shapes, height, width, image_path="x.jpg"):
-    return {"version": "4.5.6", "flags": {}, "imagePath": image_path, "imageData": None,
-            "imageHeight": height, "imageWidth": width,
-            "shapes": [{"label": label, "points": points, "group_id": None, "shape_type": kind, "flags": {}}
-                       for label, points, kind in shapes]}
+    return {
+        "version": "4.5.6",
+        "flags": {},
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": height,
+        "imageWidth": width,
+        "shapes": [
+            {"label": label, "points": points, "group_id": None, "shape_type": kind, "flags": {}}
+            for label, points, kind in shapes
+        ],
+    }
 
 
 def test_ubpd(tmp_path):
     raw = tmp_path / "UBPD"
     _image(raw / "12_1.jpg", 40, 48, rgb=True)
-    _json(raw / "12_1.json", _labelme([
-        ("dongmai", _rect(2, 2, 11, 11), "polygon"),        # artery 10 x 10
-        ("jingmai ", _rect(20, 2, 24, 11), "polygon"),      # vein 5 x 10 (label with a trailing space)
-        ("shenjing", [[30, 20], [39, 29]], "rectangle"),    # nerve 10 x 10
-        ("shenjing", _rect(2, 30, 4, 33), "polygon"),       # second nerve 3 x 4
-        ("xueguan", _rect(40, 30, 45, 35), "polygon"),      # unknown label: reported
-    ], 40, 48, image_path="图像12_1.jpg"), encoding="gb18030")  # labelme files from Chinese Windows
+    _json(
+        raw / "12_1.json",
+        _labelme(
+            [
+                ("dongmai", _rect(2, 2, 11, 11), "polygon"),  # artery 10 x 10
+                ("jingmai ", _rect(20, 2, 24, 11), "polygon"),  # vein 5 x 10 (label with a trailing space)
+                ("shenjing", [[30, 20], [39, 29]], "rectangle"),  # nerve 10 x 10
+                ("shenjing", _rect(2, 30, 4, 33), "polygon"),  # second nerve 3 x 4
+                ("xueguan", _rect(40, 30, 45, 35), "polygon"),  # unknown label: reported
+            ],
+            40,
+            48,
+            image_path="图像12_1.jpg",
+        ),
+        encoding="gb18030",
+    )  # labelme files from Chinese Windows
     _image(raw / "sub" / "13_4.jpg", 30, 30)
-    _json(raw / "sub" / "13_4.json", _labelme([
-        ("jirouzuzhi", _rect(0, 0, 29, 4), "polygon"),      # muscle 30 x 5
-        ("zhifang", _rect(0, 10, 9, 11), "polygon"),        # fat 10 x 2
-        ("jizhu", _rect(20, 20, 22, 22), "polygon"),        # spine 3 x 3
-    ], 30, 30))
+    _json(
+        raw / "sub" / "13_4.json",
+        _labelme(
+            [
+                ("jirouzuzhi", _rect(0, 0, 29, 4), "polygon"),  # muscle 30 x 5
+                ("zhifang", _rect(0, 10, 9, 11), "polygon"),  # fat 10 x 2
+                ("jizhu", _rect(20, 20, 22, 22), "polygon"),  # spine 3 x 3
+            ],
+            30,
+            30,
+        ),
+    )
     _image(raw / "13_5.jpg", 30, 30)
     _json(raw / "13_5.json", _labelme([("dongmai", _rect(1, 1, 3, 3), "polygon")], 31, 30))  # wrong size
     _json(raw / "14_1.json", _labelme([("dongmai", _rect(1, 1, 3, 3), "polygon")], 30, 30))  # no image
@@ -161,50 +190,68 @@ def test_ubpd(tmp_path):
 
 # ---------------------------------------------------------------- GIST514-DB
 
+
 def _coco_polygon(image_id, category_id, x0, y0, x1, y1):
-    return {"image_id": image_id, "category_id": category_id, "iscrowd": 0,
-            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+    return {
+        "image_id": image_id,
+        "category_id": category_id,
+        "iscrowd": 0,
+        "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+    }
 
 
 def test_gist514_db(tmp_path):
     root = tmp_path / "GIST514-DB" / "usd514_jpeg_roi"
     for name in ("a.jpg", "b.jpg", "d.jpg"):
         _image(root / "images" / name, 40, 48, rgb=True)
-    _json(root / "annotations" / "train_anno_crop_split_0.json", {
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 48}],
-        "annotations": [_coco_polygon(1, 1, 2, 2, 12, 12), _coco_polygon(1, 1, 20, 20, 30, 25)],
-        "categories": [{"id": 1, "name": "lmym"}, {"id": 2, "name": "gist"}]})
-    _json(root / "annotations" / "val_anno_crop_split_0.json", {
-        "images": [{"id": 7, "file_name": "b.jpg", "height": 40, "width": 48},
-                   {"id": 8, "file_name": "c.jpg", "height": 40, "width": 48}],  # c.jpg is missing
-        "annotations": [_coco_polygon(7, 5, 0, 0, 16, 8), _coco_polygon(8, 5, 0, 0, 4, 4)],
-        "categories": [{"id": 5, "name": "GIST"}]})  # matched by name, not id
+    _json(
+        root / "annotations" / "train_anno_crop_split_0.json",
+        {
+            "images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 48}],
+            "annotations": [_coco_polygon(1, 1, 2, 2, 12, 12), _coco_polygon(1, 1, 20, 20, 30, 25)],
+            "categories": [{"id": 1, "name": "lmym"}, {"id": 2, "name": "gist"}],
+        },
+    )
+    _json(
+        root / "annotations" / "val_anno_crop_split_0.json",
+        {
+            "images": [
+                {"id": 7, "file_name": "b.jpg", "height": 40, "width": 48},
+                {"id": 8, "file_name": "c.jpg", "height": 40, "width": 48},
+            ],  # c.jpg is missing
+            "annotations": [_coco_polygon(7, 5, 0, 0, 16, 8), _coco_polygon(8, 5, 0, 0, 4, 4)],
+            "categories": [{"id": 5, "name": "GIST"}],
+        },
+    )  # matched by name, not id
 
     report, coco = _convert("gist514_db", tmp_path / "GIST514-DB", tmp_path / "out")
 
     images = _by_source(coco)
     assert sorted(images) == ["images/a.jpg", "images/b.jpg"]
     assert _areas(coco, images["images/a.jpg"]) == {"lmym": [50, 100]}  # 10 x 10 and 10 x 5
-    assert _areas(coco, images["images/b.jpg"]) == {"gist": [128]}      # 16 x 8
+    assert _areas(coco, images["images/b.jpg"]) == {"gist": [128]}  # 16 x 8
     assert {s: (i["split"], i["class_labels"]) for s, i in images.items()} == {
-        "images/a.jpg": ("train", ["lmym"]), "images/b.jpg": ("test", ["gist"])}
+        "images/a.jpg": ("train", ["lmym"]),
+        "images/b.jpg": ("test", ["gist"]),
+    }
     assert _skipped(report) == {"images/c.jpg"}
     assert any("neither split file" in note for note in report.notes)  # d.jpg
 
 
 # ---------------------------------------------------------------- FALLMUD
 
+
 def test_fallmud(tmp_path):
     root = tmp_path / "FALLMUD"
     neil = root / "NeilCronin"
     _image(neil / "images" / "img_01.jpg", 40, 48, rgb=True)
     apo = np.zeros((40, 48), np.uint8)
-    apo[5:8, :] = 230       # upper aponeurosis 3 x 48
-    apo[30:33, :] = 180     # lower aponeurosis 3 x 48
-    apo[8, :] = 60          # compression fringe below the threshold of 100
+    apo[5:8, :] = 230  # upper aponeurosis 3 x 48
+    apo[30:33, :] = 180  # lower aponeurosis 3 x 48
+    apo[8, :] = 60  # compression fringe below the threshold of 100
     _mask(neil / "aponeurosis_masks" / "img_01.png", np.stack([apo] * 3, axis=-1))
     fascicle = np.zeros((40, 48), np.uint8)
-    fascicle[12:14, 5:25] = 255   # 2 x 20
+    fascicle[12:14, 5:25] = 255  # 2 x 20
     fascicle[20:22, 30:40] = 255  # 2 x 10
     _mask(neil / "fascicle_masks" / "img_01.png", fascicle)
     _image(neil / "images" / "img_02.jpg", 40, 48)
@@ -226,8 +273,11 @@ def test_fallmud(tmp_path):
     assert _areas(coco, images["NeilCronin/images/img_01.jpg"]) == {"aponeurosis": [144, 144], "fascicle": [20, 40]}
     assert _areas(coco, images["RyanCunningham/images/r1.png"]) == {"aponeurosis": [50], "fascicle": [12]}
     # clockwise 90 degrees: stored rows 0-9 / cols 0-4 -> rows 0-4, columns 47-9 .. 47
-    rotated = [a for a in coco["annotations"] if a["image_id"] == images["RyanCunningham/images/r1.png"]["id"]
-               and a["category_id"] == 1]
+    rotated = [
+        a
+        for a in coco["annotations"]
+        if a["image_id"] == images["RyanCunningham/images/r1.png"]["id"] and a["category_id"] == 1
+    ]
     assert rotated[0]["bbox"] == [38, 0, 10, 5]
     assert {i["centre"] for i in coco["images"]} == {"NeilCronin", "RyanCunningham"}
     assert _skipped(report) == {"NeilCronin/images/img_02.jpg"}
@@ -235,6 +285,7 @@ def test_fallmud(tmp_path):
 
 
 # ---------------------------------------------------------------- FASS
+
 
 def test_fass(tmp_path):
     root = tmp_path / "Fetal Abdominal Structures Segmentation Dataset Using Ultrasonic Images"
@@ -250,14 +301,17 @@ def test_fass(tmp_path):
     _image(root / "IMAGES" / "P001_IMG1.png", 32, 40, rgb=True)
     artery = structures(artery=(2, 6, 2, 8))["artery"]
     artery[20:23, 30:33] = 1  # a second artery component, 3 x 3
-    data = {"image": np.zeros((32, 40, 3), np.uint8),
-            "structures": {"artery": artery, **structures(liver=(10, 20, 0, 15), stomach=(25, 30, 5, 9),
-                                                           vein=(0, 2, 30, 40), kidney=(28, 30, 30, 35))}}
+    data = {
+        "image": np.zeros((32, 40, 3), np.uint8),
+        "structures": {
+            "artery": artery,
+            **structures(liver=(10, 20, 0, 15), stomach=(25, 30, 5, 9), vein=(0, 2, 30, 40), kidney=(28, 30, 30, 35)),
+        },
+    }
     (root / "ARRAY_FORMAT").mkdir(parents=True)
     np.save(root / "ARRAY_FORMAT" / "P001_IMG1.npy", data, allow_pickle=True)
     _image(root / "IMAGES" / "P001_IMG2.png", 32, 40)
-    np.save(root / "ARRAY_FORMAT" / "P001_IMG2.npy", {"structures": structures(liver=(0, 4, 0, 4))},
-            allow_pickle=True)
+    np.save(root / "ARRAY_FORMAT" / "P001_IMG2.npy", {"structures": structures(liver=(0, 4, 0, 4))}, allow_pickle=True)
     _image(root / "IMAGES" / "P002_IMG1.png", 32, 40)
     good = (root / "ARRAY_FORMAT" / "P001_IMG2.npy").read_bytes()
     (root / "ARRAY_FORMAT" / "P002_IMG1.npy").write_bytes(good[: len(good) // 2])  # truncated
@@ -272,7 +326,11 @@ def test_fass(tmp_path):
     images = _by_source(coco)
     assert sorted(images) == ["IMAGES/P001_IMG1.png", "IMAGES/P001_IMG2.png"]
     assert _areas(coco, images["IMAGES/P001_IMG1.png"]) == {
-        "artery": [9, 24], "liver": [150], "stomach": [20], "vein": [20]}
+        "artery": [9, 24],
+        "liver": [150],
+        "stomach": [20],
+        "vein": [20],
+    }
     assert _areas(coco, images["IMAGES/P001_IMG2.png"]) == {"liver": [16]}
     assert _skipped(report) == {"IMAGES/P002_IMG1.png", "IMAGES/P003_IMG1.png", "IMAGES/P004_IMG1.png"}
     assert any("kidney" in note for note in report.notes)
@@ -292,23 +350,24 @@ class _Payload:
 
 # ---------------------------------------------------------------- Fast-U-Net
 
+
 def test_fast_u_net(tmp_path):
     dataset = tmp_path / "Fast-U-Net" / "Dataset"
     ac, hc = dataset / "AC", dataset / "HC"
     _image(ac / "AC_image1" / "0001.png", 64, 64)
     mask = np.zeros((64, 64), np.uint8)
-    mask[10:30, 10:30] = 255   # 20 x 20: kept whole by a 12 x 12 opening
-    mask[40:54, 40:54] = 255   # 14 x 14: survives the erosion but is not the largest -> dropped
-    mask[2:6, 50:54] = 255     # 4 x 4 speck: eroded away
+    mask[10:30, 10:30] = 255  # 20 x 20: kept whole by a 12 x 12 opening
+    mask[40:54, 40:54] = 255  # 14 x 14: survives the erosion but is not the largest -> dropped
+    mask[2:6, 50:54] = 255  # 4 x 4 speck: eroded away
     _mask(ac / "AC_mask" / "0001.png", mask)
     _image(ac / "AC_image2" / "fa_0002.png", 64, 64)
     speck = np.zeros((64, 64), np.uint8)
-    speck[5:10, 5:10] = 255    # only a speck: nothing left -> excluded
+    speck[5:10, 5:10] = 255  # only a speck: nothing left -> excluded
     _mask(ac / "AC_mask" / "fa_0002.png", speck)
     (ac / "train.txt").write_text("resized_data/image/0001.png resized_data/mask/0001.png\n")
     _image(hc / "HC_image1" / "014_2HC.png", 64, 64)
     head = np.zeros((64, 64), np.uint8)
-    head[30:46, 20:36] = 255   # 16 x 16
+    head[30:46, 20:36] = 255  # 16 x 16
     _mask(hc / "HC_mask" / "014_2HC_Annotation.png", head)
     _image(hc / "HC_image2" / "015_HC.png", 64, 64)  # mask missing
     (dataset / "val.txt").write_text("resized_data/image/014_2HC.png resized_data/mask/014_2HC_Annotation.png\n")
@@ -338,16 +397,17 @@ def test_fast_u_net_rar_only(tmp_path):
 
 # ---------------------------------------------------------------- LUSS phantom
 
+
 def test_luss_phantom(tmp_path):
     data = tmp_path / "LUSS" / "data-3"
     labels = np.zeros((40, 48), np.uint8)
-    labels[0:4, 0:10] = 1       # rib 40
-    labels[0:4, 20:30] = 1      # second rib 40
-    labels[10:12, 0:48] = 2     # pleural line 96
-    labels[20:21, 5:25] = 3     # A-line 20
-    labels[25:35, 40:42] = 4    # B-line 20
-    labels[30:36, 10:16] = 5    # confluence 36
-    labels[38:40, 46:48] = 7    # not a class: reported
+    labels[0:4, 0:10] = 1  # rib 40
+    labels[0:4, 20:30] = 1  # second rib 40
+    labels[10:12, 0:48] = 2  # pleural line 96
+    labels[20:21, 5:25] = 3  # A-line 20
+    labels[25:35, 40:42] = 4  # B-line 20
+    labels[30:36, 10:16] = 5  # confluence 36
+    labels[38:40, 46:48] = 7  # not a class: reported
     _image(data / "train" / "images" / "clip01-F3.png", 40, 48, rgb=True)
     _mask(data / "train" / "masks" / "clip01-F3.png", labels)
     _image(data / "test" / "images" / "clip02-F1.png", 40, 48)
@@ -361,8 +421,13 @@ def test_luss_phantom(tmp_path):
     images = _by_source(coco)
     train, test = images["data-3/train/images/clip01-F3.png"], images["data-3/test/images/clip02-F1.png"]
     assert len(images) == 2
-    assert _areas(coco, train) == {"rib": [40, 40], "pleural_line": [96], "a_line": [20], "b_line": [20],
-                                   "b_line_confluence": [36]}
+    assert _areas(coco, train) == {
+        "rib": [40, 40],
+        "pleural_line": [96],
+        "a_line": [20],
+        "b_line": [20],
+        "b_line_confluence": [36],
+    }
     assert _areas(coco, test) == {"rib": [25]}
     assert (train["split"], train["case_id"], test["split"], test["case_id"]) == ("train", "clip01", "test", "clip02")
     assert _skipped(report) == {"data-3/test/images/clip02-F2.png"}
@@ -371,12 +436,13 @@ def test_luss_phantom(tmp_path):
 
 # ---------------------------------------------------------------- MMOTU-3D
 
+
 def test_mmotu_3d(tmp_path):
     otu = tmp_path / "MMOTU" / "OTU_3d"
     _image(otu / "images" / "1.JPG", 40, 48, rgb=True)
     colour = np.zeros((40, 48, 3), np.uint8)
-    colour[2:12, 2:12] = (64, 0, 128)    # 100
-    colour[20:25, 30:40] = (0, 0, 255)   # 50, only the blue channel set
+    colour[2:12, 2:12] = (64, 0, 128)  # 100
+    colour[20:25, 30:40] = (0, 0, 255)  # 50, only the blue channel set
     _mask(otu / "annotations" / "1.PNG", colour)
     _mask(otu / "annotations" / "1_binary.PNG", np.full((40, 48), 255))  # variant: not used
     _image(otu / "images" / "2.JPG", 40, 48)
@@ -401,13 +467,14 @@ def test_mmotu_3d(tmp_path):
 
 # ---------------------------------------------------------------- ASUS
 
+
 def _asus_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     folder.mkdir(parents=True, exist_ok=True)
     images = (np.arange(3 * 32 * 24, dtype=np.float32).reshape(3, 32, 24, 1) % 97 / 96).astype(np.float16)
     masks = np.zeros((3, 32, 24, 1), np.uint8)
-    masks[1, 2:6, 10:14] = 1    # 4 x 4
-    masks[1, 20:30, 0:3] = 1    # 10 x 3
-    masks[2, 0:5, 0:5] = 1      # 5 x 5
+    masks[1, 2:6, 10:14] = 1  # 4 x 4
+    masks[1, 20:30, 0:3] = 1  # 10 x 3
+    masks[2, 0:5, 0:5] = 1  # 5 x 5
     np.save(folder / "q000_ultrasound.npy", images)
     np.save(folder / "q000_segmentation.npy", masks)
     np.save(folder / "q001_ultrasound.npy", images[:1])  # no segmentation array
@@ -422,7 +489,9 @@ def test_asus(tmp_path, transpose):
     report, coco = _convert("asus", tmp_path / "ASUS", tmp_path / "out", **options)
 
     assert [(i["source_path"], i["slice"], i["patient_id"]) for i in coco["images"]] == [
-        ("DataArrays/q000_ultrasound.npy#slice=1", 1, "q000"), ("DataArrays/q000_ultrasound.npy#slice=2", 2, "q000")]
+        ("DataArrays/q000_ultrasound.npy#slice=1", 1, "q000"),
+        ("DataArrays/q000_ultrasound.npy#slice=2", 2, "q000"),
+    ]
     assert [p.path for p in report.excluded] == ["DataArrays/q000_ultrasound.npy#slice=0"]
     assert _areas(coco) == {"spine": [16, 25, 30]}
     first = coco["images"][0]
@@ -438,8 +507,10 @@ def test_asus(tmp_path, transpose):
 
 # ---------------------------------------------------------------- layouts not recognised
 
-@pytest.mark.parametrize("key", ["asus", "aul", "fallmud", "fass", "fast_u_net", "gist514_db", "luss_phantom",
-                                 "ubpd", "mmotu_3d"])
+
+@pytest.mark.parametrize(
+    "key", ["asus", "aul", "fallmud", "fass", "fast_u_net", "gist514_db", "luss_phantom", "ubpd", "mmotu_3d"]
+)
 def test_unrecognised_layout(tmp_path, key):
     _image(tmp_path / "raw" / "stray" / "picture.png", 8, 8)
     with pytest.raises(DatasetError):

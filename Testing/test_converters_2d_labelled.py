@@ -43,7 +43,7 @@ def _mask(boxes: list[tuple[int, int, int, int, object]], shape: tuple[int, int]
     """A mask with ``(y, x, height, width, value)`` rectangles; value is a grey level or an RGB triple."""
     array = np.zeros((*shape, 3) if rgb else shape, dtype=np.uint8)
     for y, x, h, w, value in boxes:
-        array[y:y + h, x:x + w] = value
+        array[y : y + h, x : x + w] = value
     return array
 
 
@@ -103,10 +103,21 @@ def _busbra(raw: Path) -> Path:
         _save(root / "Masks" / f"mask_{key}.png", _mask(boxes))
     _save(root / "Masks" / "mask_0009-l.png", _mask([]))  # orphan mask
     labelled = [(k, v) for k, v in cases.items() if v[0]]
-    _write_csv(root / "bus_data.csv", [
-        {"ID": f"bus_{k}", "Case": k[:4].lstrip("0"), "Histology": "Fibroadenoma" if p == "benign" else "IDC",
-         "Pathology": p, "BIRADS": "3" if p == "benign" else "5", "Device": "GE", "Side": k[-1]}
-        for k, (p, _, _) in labelled])
+    _write_csv(
+        root / "bus_data.csv",
+        [
+            {
+                "ID": f"bus_{k}",
+                "Case": k[:4].lstrip("0"),
+                "Histology": "Fibroadenoma" if p == "benign" else "IDC",
+                "Pathology": p,
+                "BIRADS": "3" if p == "benign" else "5",
+                "Device": "GE",
+                "Side": k[-1],
+            }
+            for k, (p, _, _) in labelled
+        ],
+    )
     _write_csv(root / "5-fold-cv.csv", [{"ID": f"bus_{k}", "Pathology": p, "kFold": f} for k, (p, f, _) in labelled])
     return root
 
@@ -121,9 +132,15 @@ def test_busbra_labels_patients_and_fold_split(tmp_path):
     }
     images = _images(coco)
     assert {p: i["patient_id"] for p, i in images.items()} == {
-        "Images/bus_0001-l.png": "0001", "Images/bus_0001-r.png": "0001", "Images/bus_0002-l.png": "0002"}
+        "Images/bus_0001-l.png": "0001",
+        "Images/bus_0001-r.png": "0001",
+        "Images/bus_0002-l.png": "0002",
+    }
     assert {p: i["split"] for p, i in images.items()} == {
-        "Images/bus_0001-l.png": "train", "Images/bus_0001-r.png": "train", "Images/bus_0002-l.png": "test"}
+        "Images/bus_0001-l.png": "train",
+        "Images/bus_0001-r.png": "train",
+        "Images/bus_0002-l.png": "test",
+    }
     assert images["Images/bus_0002-l.png"]["class_labels"] == ["malignant"]
     assert images["Images/bus_0002-l.png"]["birads"] == "5"
     skipped = _reasons(report.skipped)
@@ -176,10 +193,19 @@ def test_bus_uclm_colours_patients_and_empty_masks(tmp_path):
         _save(root / "masks" / f"{name}.png", mask)
     _image(root / "images" / "HESN_000.png")
     _save(root / "masks" / "HESN_000.png", _mask([(1, 1, 3, 3, green)], shape=(H + 4, W), rgb=True))
-    _write_csv(root / "INFO.csv", [
-        {"Image": f"{n}.png", "Resolution": "0.1", "Label": label, "Doppler": "No", "Marks": "No", "Combined": "No"}
-        for n, label in (("ALWI_000", "Benign"), ("ALWI_001", "Normal"), ("BEJU_000", "Malignant"),
-                         ("HESN_000", "Benign"))], delimiter=";")
+    _write_csv(
+        root / "INFO.csv",
+        [
+            {"Image": f"{n}.png", "Resolution": "0.1", "Label": label, "Doppler": "No", "Marks": "No", "Combined": "No"}
+            for n, label in (
+                ("ALWI_000", "Benign"),
+                ("ALWI_001", "Normal"),
+                ("BEJU_000", "Malignant"),
+                ("HESN_000", "Benign"),
+            )
+        ],
+        delimiter=";",
+    )
     report, coco = _convert("bus_uclm", tmp_path / "raw", tmp_path / "out")
     assert _instances(coco) == {
         "images/ALWI_000.png": [("benign", 15), ("benign", 16)],
@@ -201,8 +227,10 @@ def test_bus_uclm_colours_patients_and_empty_masks(tmp_path):
 
 def test_s1_values_splits_and_bad_mask(tmp_path):
     data = tmp_path / "raw" / "S1" / "Data"
-    for split, boxes in (("TrainingDataSet", [(2, 3, 4, 5, 127), (20, 20, 5, 5, 255)]),
-                         ("TestingDataSet", [(6, 6, 3, 3, 255), (25, 2, 2, 2, 60)])):
+    for split, boxes in (
+        ("TrainingDataSet", [(2, 3, 4, 5, 127), (20, 20, 5, 5, 255)]),
+        ("TestingDataSet", [(6, 6, 3, 3, 255), (25, 2, 2, 2, 60)]),
+    ):
         Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(_image(data / split / "BreastTumourImages" / "1.jpg"))
         _save(data / split / "Expanded-3-channel-Labels" / "1.png", np.repeat(_mask(boxes)[..., None], 3, axis=2))
         _save(data / split / "General-1-channel-Labels" / "1.png", (_mask(boxes) > 0) * 255)
@@ -221,8 +249,10 @@ def test_s1_values_splits_and_bad_mask(tmp_path):
 
 
 def test_stmus_nda_muscles_and_empty_masks(tmp_path):
-    root = (tmp_path / "raw" / "DATASET for Deep learning segmentation of transverse musculoskeletal ultrasound "
-            "images for neuromuscular disease assessment" / "Polito-Radboud-DeepLearningUS")
+    root = (
+        tmp_path / "raw" / "DATASET for Deep learning segmentation of transverse musculoskeletal ultrasound "
+        "images for neuromuscular disease assessment" / "Polito-Radboud-DeepLearningUS"
+    )
     cases = {
         ("BB", "Healthy", "a"): [(2, 2, 5, 5, 255), (20, 25, 4, 3, 255)],
         ("GM", "Pathological", "a"): [(4, 4, 6, 6, 1)],  # same name in another muscle
@@ -261,11 +291,21 @@ def test_kidneyus_capsule_only_patients_and_views(tmp_path):
     _image(images / "7_IM-0007-0001_anon.png")  # not annotated
     _save(capsule / "9_IM-0009-0001_anon.png", _mask([(1, 1, 2, 2, 1)]))  # no image
     _image(root / "labels" / "images" / f"{names[0]}.png")  # repository picture, not the data
-    _write_csv(root / "labels" / "reviewed_labels_1.csv", [
-        {"filename": f"{n}.png", "file_size": "1", "region_count": "1", "region_id": "0",
-         "file_attributes": json.dumps({"Quality": "Good", "View": view, "Comments": ""}),
-         "region_shape_attributes": "{}", "region_attributes": json.dumps({"Anatomy": "Capsule"})}
-        for n, view in zip(names, ("Longitudinal", "Transverse", "Transverse"))])
+    _write_csv(
+        root / "labels" / "reviewed_labels_1.csv",
+        [
+            {
+                "filename": f"{n}.png",
+                "file_size": "1",
+                "region_count": "1",
+                "region_id": "0",
+                "file_attributes": json.dumps({"Quality": "Good", "View": view, "Comments": ""}),
+                "region_shape_attributes": "{}",
+                "region_attributes": json.dumps({"Anatomy": "Capsule"}),
+            }
+            for n, view in zip(names, ("Longitudinal", "Transverse", "Transverse"))
+        ],
+    )
     report, coco = _convert("kidneyus", tmp_path / "raw", tmp_path / "out")
     first = f"kidneyUS_images_14_june_2022/kidneyUS_images_14_june_2022/{names[0]}.png"
     second = f"kidneyUS_images_14_june_2022/kidneyUS_images_14_june_2022/{names[1]}.png"
@@ -292,9 +332,13 @@ def test_breast_labels_several_masks_and_clinical_csv(tmp_path):
     _save(root / "case003_tumor2.png", _mask([(15, 15, 2, 7, 255)]))
     _image(root / "case004.png")
     _save(root / "case004_tumor.png", _mask([(1, 1, 3, 3, 255)], shape=(H, W + 2)))  # size mismatch
-    _write_csv(top / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.csv", [
-        {"CaseID": str(i), "Image_filename": f"case00{i}.png", "Classification": c, "BIRADS": b}
-        for i, c, b in ((1, "benign", "4a"), (2, "normal", "1"), (3, "malignant", "5"))])
+    _write_csv(
+        top / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.csv",
+        [
+            {"CaseID": str(i), "Image_filename": f"case00{i}.png", "Classification": c, "BIRADS": b}
+            for i, c, b in ((1, "benign", "4a"), (2, "normal", "1"), (3, "malignant", "5"))
+        ],
+    )
     report, coco = _convert("breast", tmp_path / "raw", tmp_path / "out")
     assert _instances(coco) == {
         "case001.png": [("cyst", 10), ("tumor", 9), ("tumor", 16)],
@@ -315,8 +359,10 @@ def test_abdomenus_rgb_colours_and_aus_exclusion(tmp_path):
     root = tmp_path / "raw" / "archive" / "abdominal_US" / "abdominal_US"
     yellow, cyan, blue, green, grey = (255, 255, 0), (0, 255, 255), (0, 0, 255), (0, 255, 0), (7, 7, 7)
     Image.fromarray(np.full((H, W, 3), 60, np.uint8)).save(_image(root / "RUS" / "images" / "test" / "r1.jpg"))
-    _save(root / "RUS" / "annotations" / "test" / "r1.png",
-          _mask([(1, 1, 4, 6, yellow), (10, 10, 3, 3, cyan), (20, 2, 5, 5, blue), (28, 30, 2, 2, grey)], rgb=True))
+    _save(
+        root / "RUS" / "annotations" / "test" / "r1.png",
+        _mask([(1, 1, 4, 6, yellow), (10, 10, 3, 3, cyan), (20, 2, 5, 5, blue), (28, 30, 2, 2, grey)], rgb=True),
+    )
     _image(root / "RUS" / "images" / "train" / "r2.png")  # real scan without annotation
     _image(root / "AUS" / "images" / "train" / "r1.png")  # same name as the RUS image
     _save(root / "AUS" / "annotations" / "train" / "r1.png", _mask([(3, 3, 7, 2, green)], rgb=True))
@@ -333,7 +379,9 @@ def test_abdomenus_rgb_colours_and_aus_exclusion(tmp_path):
     _, both = _convert("abdomenus", tmp_path / "raw", tmp_path / "out2", include_aus=True, folder_split=True)
     assert _instances(both)["AUS/images/train/r1.png"] == [("gallbladder", 14)]
     assert {p: i["split"] for p, i in _images(both).items()} == {
-        "RUS/images/test/r1.jpg": "test", "AUS/images/train/r1.png": "train"}
+        "RUS/images/test/r1.jpg": "test",
+        "AUS/images/train/r1.png": "train",
+    }
 
 
 # ---------------------------------------------------------------- all of them

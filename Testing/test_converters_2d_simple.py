@@ -56,7 +56,9 @@ def image(path: Path, shape: tuple[int, int] = (H, W), rgb: bool = False) -> Pat
     return _save(np.repeat(pixels[..., None], 3, axis=2) if rgb else pixels, path)
 
 
-def mask(path: Path, rects=(), value: int = 255, shape: tuple[int, int] = (H, W), extra=None, rgb: bool = False) -> Path:
+def mask(
+    path: Path, rects=(), value: int = 255, shape: tuple[int, int] = (H, W), extra=None, rgb: bool = False
+) -> Path:
     """A mask with ``value`` in each rectangle; ``extra`` = (rect, other value) drawn too."""
     pixels = np.zeros(shape, np.uint8)
     for y0, y1, x0, x1 in rects:
@@ -189,8 +191,11 @@ def test_bus_b_original_gt_folders(tmp_path):
 
 def test_ccaui_recording_ids_and_rgb_masks(tmp_path):
     root = tmp_path / "Common Carotid Artery Ultrasound Images"
-    names = ["202201121748100022VAS_slice_1069.png", "202201121748100022VAS_slice_1070.png",
-             "202202071359530063CAR_slice_7.png"]
+    names = [
+        "202201121748100022VAS_slice_1069.png",
+        "202201121748100022VAS_slice_1070.png",
+        "202202071359530063CAR_slice_7.png",
+    ]
     for index, name in enumerate(names):
         image(root / "US images" / name, rgb=True)
         mask(root / "Expert mask images" / name, [[RECT_A], [RECT_A, RECT_B], [RECT_C]][index], rgb=index == 1)
@@ -200,7 +205,10 @@ def test_ccaui_recording_ids_and_rgb_masks(tmp_path):
     assert_instances(images[f"US images/{names[1]}"], "carotid_artery", [RECT_A, RECT_B])
     assert_instances(images[f"US images/{names[2]}"], "carotid_artery", [RECT_C])
     assert [images[f"US images/{n}"]["patient_id"] for n in names] == [
-        "202201121748100022VAS", "202201121748100022VAS", "202202071359530063CAR"]
+        "202201121748100022VAS",
+        "202201121748100022VAS",
+        "202202071359530063CAR",
+    ]
     assert report.skipped == [] and report.notes == []
 
 
@@ -297,10 +305,15 @@ def test_tn3k_keeps_test_split_and_class_labels(tmp_path):
     assert_instances(images["trainval-image/0000.jpg"], "thyroid_nodule", [RECT_A, RECT_B])
     assert_instances(images["test-image/0000.jpg"], "thyroid_nodule", [RECT_B])
     assert {s: im["split"] for s, im in images.items()} == {
-        "trainval-image/0000.jpg": "train", "trainval-image/0001.jpg": "train", "test-image/0000.jpg": "test"}
+        "trainval-image/0000.jpg": "train",
+        "trainval-image/0001.jpg": "train",
+        "test-image/0000.jpg": "test",
+    }
     assert {s: im["class_labels"] for s, im in images.items()} == {
-        "trainval-image/0000.jpg": ["malignant"], "trainval-image/0001.jpg": ["benign"],
-        "test-image/0000.jpg": ["benign"]}
+        "trainval-image/0000.jpg": ["malignant"],
+        "trainval-image/0001.jpg": ["benign"],
+        "test-image/0000.jpg": ["benign"],
+    }
     assert list(skipped(report)) == ["test-mask/0005.jpg"]
     assert len({im["file_name"] for im in coco["images"]}) == 3
 

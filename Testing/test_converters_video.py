@@ -128,12 +128,16 @@ def build_echonet_dynamic(raw: Path) -> Path:
     (root / "Videos" / "0XE5.avi").write_bytes(b"RIFF but truncated")
     write_csv(root / "VolumeTracings.csv", ["FileName", "X1", "Y1", "X2", "Y2", "Frame"], rows)
     header = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
-    write_csv(root / "FileList.csv", header, [
-        ["0XA1", 60.1, 20.0, 50.0, H, W, 50, 6, "TRAIN"],
-        ["0XB2", 45.3, 30.0, 55.0, H, W, 50, 5, "TEST"],
-        ["0XC3", 55.0, 25.0, 55.0, H, W, 50, 1, "VAL"],
-        ["0XD4", 52.0, 25.0, 52.0, H, W, 50, 9, "VAL"],
-    ])
+    write_csv(
+        root / "FileList.csv",
+        header,
+        [
+            ["0XA1", 60.1, 20.0, 50.0, H, W, 50, 6, "TRAIN"],
+            ["0XB2", 45.3, 30.0, 55.0, H, W, 50, 5, "TEST"],
+            ["0XC3", 55.0, 25.0, 55.0, H, W, 50, 1, "VAL"],
+            ["0XD4", 52.0, 25.0, 52.0, H, W, 50, 9, "VAL"],
+        ],
+    )
     return raw
 
 
@@ -200,13 +204,17 @@ def build_echonet_pediatric(raw: Path) -> Path:
     psax_rows = [["CR3-Q1.avi", x, y, 2] for x, y in outline(2, 7, 30, 37)]  # 6 x 8 = 48 px
     write_csv(psax / "VolumeTracings.csv", ["FileName", "X", "Y", "Frame"], psax_rows)
     header = ["FileName", "EF", "Sex", "Age", "Weight", "Height", "Split"]
-    write_csv(a4c / "FileList.csv", header, [["CR1-P1.avi", 61, "F", 4, 16, 100, 3], ["CR2-P2.avi", 58, "M", 9, 30, 130, 0]])
+    write_csv(
+        a4c / "FileList.csv", header, [["CR1-P1.avi", 61, "F", 4, 16, 100, 3], ["CR2-P2.avi", 58, "M", 9, 30, 130, 0]]
+    )
     write_csv(psax / "FileList.csv", header, [["CR3-Q1.avi", 64, "F", 12, 40, 150, 8]])
     return raw
 
 
 def test_echonet_pediatric_views_folds_and_frame_offset(tmp_path):
-    report = run_converter("echonet_pediatric", build_echonet_pediatric(tmp_path / "raw"), tmp_path / "out", progress=False)
+    report = run_converter(
+        "echonet_pediatric", build_echonet_pediatric(tmp_path / "raw"), tmp_path / "out", progress=False
+    )
     _, images, found = read_coco(report)
     # released converter: video frame = CSV Frame - 1
     assert found == {
@@ -231,7 +239,11 @@ def test_echonet_pediatric_frame_offset_zero_uses_the_csv_frame(tmp_path):
     raw = build_echonet_pediatric(tmp_path / "raw")
     report = run_converter("echonet_pediatric", raw, tmp_path / "out", progress=False, frame_offset=0)
     _, images, found = read_coco(report)
-    assert set(found) == {"A4C/Videos/CR1-P1.avi#frame=3", "PSAX/Videos/CR3-Q1.avi#frame=2", "A4C/Videos/CR2-P2.avi#frame=0"}
+    assert set(found) == {
+        "A4C/Videos/CR1-P1.avi#frame=3",
+        "PSAX/Videos/CR3-Q1.avi#frame=2",
+        "A4C/Videos/CR2-P2.avi#frame=0",
+    }
     assert abs(pixel_value(report, images["A4C/Videos/CR1-P1.avi#frame=3"]) - frame_value(3)) < 5
     assert "6 frames" in skipped(report)["A4C/Videos/CR1-P1.avi#frame=6"]
 
@@ -255,8 +267,11 @@ def build_thyroid(raw: Path, *, with_mask: bool = True) -> Path:
             handle["mask"] = mask
         handle["annot_id"] = np.array([b"12_", b"12_", b"12_", b"7_"])
         handle["frame_num"] = np.array([0, 1, 2, 0])
-    write_csv(root / "metadata.csv", ["annot_id", "age", "sex", "ti-rads_level", "histopath_diagnosis"],
-              [["12_", 50, "F", 4, "Benign"], ["7_", 61, "M", 2, "Benign"]])
+    write_csv(
+        root / "metadata.csv",
+        ["annot_id", "age", "sex", "ti-rads_level", "histopath_diagnosis"],
+        [["12_", 50, "F", 4, "Benign"], ["7_", 61, "M", 2, "Benign"]],
+    )
     return raw
 
 
@@ -279,10 +294,14 @@ def test_thyroid_cineclip_frames_patients_and_filled_holes(tmp_path):
 
 
 def test_thyroid_cineclip_keep_empty_and_missing_mask_dataset(tmp_path):
-    report = run_converter("thyroid_cineclip", build_thyroid(tmp_path / "raw"), tmp_path / "out", progress=False, keep_empty=True)
+    report = run_converter(
+        "thyroid_cineclip", build_thyroid(tmp_path / "raw"), tmp_path / "out", progress=False, keep_empty=True
+    )
     assert report.images == 4 and report.empty == ["dataset.hdf5#index=2"]
     with pytest.raises(DatasetError, match="mask"):
-        run_converter("thyroid_cineclip", build_thyroid(tmp_path / "raw2", with_mask=False), tmp_path / "out2", progress=False)
+        run_converter(
+            "thyroid_cineclip", build_thyroid(tmp_path / "raw2", with_mask=False), tmp_path / "out2", progress=False
+        )
 
 
 # ---------------------------------------------------------------- Ultrasound Nerve Segmentation (Kaggle)
@@ -304,17 +323,23 @@ def build_nerve(raw: Path) -> Path:
 
 
 def test_ultrasound_nerve_segmentation_pairs_subjects_and_bad_pairs(tmp_path):
-    report = run_converter("ultrasound_nerve_segmentation", build_nerve(tmp_path / "raw"), tmp_path / "out", progress=False)
+    report = run_converter(
+        "ultrasound_nerve_segmentation", build_nerve(tmp_path / "raw"), tmp_path / "out", progress=False
+    )
     coco, images, found = read_coco(report)
-    assert found == {"train/1_1.tif": [("cervical_nerves", 25), ("cervical_nerves", 48)],
-                     "train/10_1.tif": [("cervical_nerves", 21)]}
+    assert found == {
+        "train/1_1.tif": [("cervical_nerves", 25), ("cervical_nerves", 48)],
+        "train/10_1.tif": [("cervical_nerves", 21)],
+    }
     assert [i["source_path"] for i in coco["images"]] == ["train/1_1.tif", "train/10_1.tif"]  # natural order
     assert {s: i["patient_id"] for s, i in images.items()} == {"train/1_1.tif": "1", "train/10_1.tif": "10"}
     problems = skipped(report)
     assert set(problems) == {"train/2_1.tif", "train/2_2.tif", "train/3_1_mask.tif"}
     assert "differs" in problems["train/2_1.tif"] and "no mask" in problems["train/2_2.tif"]
     assert list(excluded(report)) == ["train/1_2.tif"]
-    kept = run_converter("ultrasound_nerve_segmentation", tmp_path / "raw", tmp_path / "out2", progress=False, keep_empty=True)
+    kept = run_converter(
+        "ultrasound_nerve_segmentation", tmp_path / "raw", tmp_path / "out2", progress=False, keep_empty=True
+    )
     assert kept.images == 3 and kept.empty == ["train/1_2.tif"]
 
 
@@ -394,12 +419,19 @@ def test_mmotu_raw_release_classes_splits_and_bad_pairs(tmp_path):
     report = run_converter("mmotu_2d", build_mmotu(tmp_path / "raw"), tmp_path / "out", progress=False)
     coco, images, found = read_coco(report)
     assert [c["name"] for c in coco["categories"]] == [
-        "chocolate_cyst", "serous_cystadenoma", "teratoma", "thera_cell_tumor",
-        "simple_cyst", "normal_ovary", "mucinous_cystadenoma", "high_grade_serous",
+        "chocolate_cyst",
+        "serous_cystadenoma",
+        "teratoma",
+        "thera_cell_tumor",
+        "simple_cyst",
+        "normal_ovary",
+        "mucinous_cystadenoma",
+        "high_grade_serous",
     ]
     assert found == {"images/1.JPG": [("teratoma", 20), ("teratoma", 30)], "images/2.JPG": [("high_grade_serous", 42)]}
     assert {s: (i["split"], i["class_labels"]) for s, i in images.items()} == {
-        "images/1.JPG": ("train", ["teratoma"]), "images/2.JPG": ("test", ["high_grade_serous"]),
+        "images/1.JPG": ("train", ["teratoma"]),
+        "images/2.JPG": ("test", ["high_grade_serous"]),
     }
     problems = skipped(report)
     assert set(problems) == {"images/3.JPG", "images/4.JPG"}
@@ -409,10 +441,17 @@ def test_mmotu_raw_release_classes_splits_and_bad_pairs(tmp_path):
 # ---------------------------------------------------------------- layouts not recognised
 
 
-@pytest.mark.parametrize("key", [
-    "brachial_plexus", "echonet_dynamic", "echonet_pediatric", "thyroid_cineclip",
-    "ultrasound_nerve_segmentation", "mmotu_2d",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "brachial_plexus",
+        "echonet_dynamic",
+        "echonet_pediatric",
+        "thyroid_cineclip",
+        "ultrasound_nerve_segmentation",
+        "mmotu_2d",
+    ],
+)
 def test_unrecognised_layout_raises(tmp_path, key):
     raw = tmp_path / "raw"
     save(np.zeros((8, 8), np.uint8), raw / "something" / "a.png")
@@ -420,9 +459,16 @@ def test_unrecognised_layout_raises(tmp_path, key):
         run_converter(key, raw, tmp_path / "out", progress=False)
 
 
-@pytest.mark.parametrize("key", [
-    "brachial_plexus", "echonet_dynamic", "echonet_pediatric", "thyroid_cineclip", "ultrasound_nerve_segmentation",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "brachial_plexus",
+        "echonet_dynamic",
+        "echonet_pediatric",
+        "thyroid_cineclip",
+        "ultrasound_nerve_segmentation",
+    ],
+)
 def test_categories_follow_the_catalogue(key):
     from ultrasam_training.data import registry
     from ultrasam_training.data.convert import converter_module

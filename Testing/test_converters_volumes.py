@@ -113,8 +113,10 @@ def test_acouslic_keeps_annotated_frames_merges_planes_and_names_patients(tmp_pa
     mask = box(
         shape,
         ((1, 2, 6, 3, 8), 1),  # optimal plane, 4x5 = 20 px
-        ((3, 1, 4, 1, 4), 2), ((3, 10, 12, 10, 14), 2),  # suboptimal plane, two components 9 + 8 px
-        ((4, 2, 5, 2, 5), 1), ((4, 2, 5, 5, 7), 2),  # touching 1 and 2: one abdomen of 9 + 6 px
+        ((3, 1, 4, 1, 4), 2),
+        ((3, 10, 12, 10, 14), 2),  # suboptimal plane, two components 9 + 8 px
+        ((4, 2, 5, 2, 5), 1),
+        ((4, 2, 5, 5, 7), 2),  # touching 1 and 2: one abdomen of 9 + 6 px
     )
     write(root / "masks/stacked_fetal_abdomen/aaa-111.mha", mask)
     write(root / "images/stacked_fetal_ultrasound/bbb-222.mha", sweep)  # no mask: skipped
@@ -133,7 +135,10 @@ def test_acouslic_keeps_annotated_frames_merges_planes_and_names_patients(tmp_pa
     assert areas(found[f"{source}#frame=3"]) == [("abdomen", 8), ("abdomen", 9)]
     assert areas(found[f"{source}#frame=4"]) == [("abdomen", 15)]
     assert [images[f"{source}#frame={i}"]["class_labels"] for i in (1, 3, 4)] == [
-        ["optimal"], ["suboptimal"], ["optimal", "suboptimal"]]
+        ["optimal"],
+        ["suboptimal"],
+        ["optimal", "suboptimal"],
+    ]
     assert {(image["patient_id"], image["case_id"]) for image in images.values()} == {("7", "aaa-111")}
     assert images[f"{source}#frame=3"]["frame"] == 3
     assert np.array_equal(pixels(report, images[f"{source}#frame=1"]), sweep[1])  # uint8 sweep untouched
@@ -160,7 +165,9 @@ def test_camus_frames_labels_sector_split_and_16_bit_windowing(tmp_path):
     image = _camus_sequence(3)
     label = box(
         image.shape,
-        ((0, 2, 6, 5, 9), 1), ((0, 2, 6, 12, 15), 2), ((0, 12, 15, 12, 16), 3),  # 16, 12, 12 px
+        ((0, 2, 6, 5, 9), 1),
+        ((0, 2, 6, 12, 15), 2),
+        ((0, 12, 15, 12, 16), 3),  # 16, 12, 12 px
         ((0, 10, 12, 0, 5), 1),  # 2x5, of which cols 0-2 lie where the image is 0: 2x2 = 4 px remain
         ((1, 8, 11, 8, 11), 3),  # 9 px
     )
@@ -182,19 +189,28 @@ def test_camus_frames_labels_sector_split_and_16_bit_windowing(tmp_path):
     other = "database_nifti/patient0002/patient0002_4CH_half_sequence.nii.gz"
     assert sorted(images) == [f"{first}#frame=0", f"{first}#frame=1", f"{other}#frame=0"]
     assert areas(found[f"{first}#frame=0"]) == [
-        ("atrium_wall", 12), ("endocardium", 4), ("endocardium", 16), ("epicardium", 12)]
+        ("atrium_wall", 12),
+        ("endocardium", 4),
+        ("endocardium", 16),
+        ("epicardium", 12),
+    ]
     assert areas(found[f"{first}#frame=1"]) == [("atrium_wall", 9)]
     assert areas(found[f"{other}#frame=0"]) == [("atrium_wall", 9)]
-    assert [(images[k]["patient_id"], images[k]["case_id"], images[k]["split"], images[k]["view"]) for k in sorted(images)] == [
-        ("patient0001", "patient0001_2CH", "train", "2CH")] * 2 + [("patient0002", "patient0002_4CH", "test", "4CH")]
+    assert [
+        (images[k]["patient_id"], images[k]["case_id"], images[k]["split"], images[k]["view"]) for k in sorted(images)
+    ] == [("patient0001", "patient0001_2CH", "train", "2CH")] * 2 + [("patient0002", "patient0002_4CH", "test", "4CH")]
     written = pixels(report, images[f"{first}#frame=0"])
     assert written.dtype == np.uint8
     assert written[19, 23] == round(256 * 255 / 1000) != 0  # windowed once over the sequence (0..1000)
     assert written[0, 23] == 255 and written[5, 0] == 0
-    assert np.array_equal(pixels(report, images[f"{first}#frame=1"]), np.round(image[1].astype(float) * 255 / 1000).astype(np.uint8))
+    assert np.array_equal(
+        pixels(report, images[f"{first}#frame=1"]), np.round(image[1].astype(float) * 255 / 1000).astype(np.uint8)
+    )
     reasons = skipped(report)
-    assert set(reasons) == {"database_nifti/patient0001/patient0001_4CH_half_sequence.nii.gz",
-                            "database_nifti/patient0002/patient0002_2CH_half_sequence.nii.gz"}
+    assert set(reasons) == {
+        "database_nifti/patient0001/patient0001_4CH_half_sequence.nii.gz",
+        "database_nifti/patient0002/patient0002_2CH_half_sequence.nii.gz",
+    }
     assert "(2, 20, 24)" in reasons["database_nifti/patient0002/patient0002_2CH_half_sequence.nii.gz"]
     assert excluded(report) == {f"{first}#frame=2": "frames without annotation (keep_empty=True keeps them)"}
 
@@ -205,10 +221,12 @@ def test_camus_frames_labels_sector_split_and_16_bit_windowing(tmp_path):
 def _cardiac_label() -> np.ndarray:
     label = box(
         (4, 20, 20),
-        ((0, 2, 8, 2, 8), 1), ((0, 4, 6, 4, 6), 0),  # LV ring 6x6 with a 2x2 hole: filled to 36 px
+        ((0, 2, 8, 2, 8), 1),
+        ((0, 4, 6, 4, 6), 0),  # LV ring 6x6 with a 2x2 hole: filled to 36 px
         ((0, 12, 15, 10, 14), 4),  # RV 3x4 = 12 px
         ((1, 5, 8, 5, 8), 2),  # LA 9 px: under 2.5 % of 400 px
-        ((3, 1, 4, 1, 5), 6), ((3, 10, 12, 10, 12), 6),  # LV2: two components 12 + 4 px
+        ((3, 1, 4, 1, 5), 6),
+        ((3, 10, 12, 10, 12), 6),  # LV2: two components 12 + 4 px
     )
     return label
 
@@ -401,7 +419,10 @@ def test_regpro_same_sagittal_slice_of_image_and_every_label_channel(tmp_path):
 
     gland = run_converter("regpro", tmp_path / "raw", tmp_path / "gland", progress=False, channels=(0,))
     _, gland_images, gland_found = read_coco(gland)
-    assert sorted(gland_images) == ["train/us_images/case000000.nii.gz#slice=2", "val/us_images/case000001.nii.gz#slice=2"]
+    assert sorted(gland_images) == [
+        "train/us_images/case000000.nii.gz#slice=2",
+        "val/us_images/case000001.nii.gz#slice=2",
+    ]
     assert all(areas(v) == [("unknown1", 12)] for v in gland_found.values())
 
 
@@ -414,8 +435,10 @@ def test_segthy_three_structures_volunteer_ids_and_unmapped_values(tmp_path):
     image = noise(shape, 0, 3000, dtype=np.uint16)
     label = box(
         shape,
-        ((1, 1, 4, 1, 5), 1), ((1, 10, 12, 15, 20), 1),  # thyroid lobes 12 + 10 px
-        ((1, 6, 9, 8, 11), 2), ((1, 14, 16, 1, 3), 3),  # carotid 9 px, jugular 4 px
+        ((1, 1, 4, 1, 5), 1),
+        ((1, 10, 12, 15, 20), 1),  # thyroid lobes 12 + 10 px
+        ((1, 6, 9, 8, 11), 2),
+        ((1, 14, 16, 1, 3), 3),  # carotid 9 px, jugular 4 px
         ((2, 0, 1, 0, 1), 4),  # a value nobody maps: a slice with no structure
     )
     write(root / "US/001_P1_1_left_US.nii", image, spacing=(0.2, 0.3, 0.5), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))

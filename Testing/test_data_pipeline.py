@@ -43,11 +43,49 @@ from ultrasam_training.data.validate import validate
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity structure for scipy.ndimage.label
 US43D_NAMES = (
-    "105US", "AbdomenUS", "ACOUSLIC", "ASUS", "AUL", "brachial plexus", "BrEaST", "BUID", "BUS_UC", "BUS_UCLM",
-    "BUS-BRA", "BUS (Dataset B)", "BUSI", "CAMUS", "CardiacUDC", "CCAUI", "DDTI", "EchoCP", "EchoNet-Dynamic",
-    "EchoNet-Pediatric", "FALLMUD", "FASS", "Fast-U-Net", "FH-PS-AOP", "GIST514-DB", "HC18", "kidneyUS",
-    "LUSS phantom", "MicroSeg", "MMOTU-2D", "MMOTU-3D", "MUP", "regPro", "S1", "Segthy", "STMUS_NDA",
-    "STU-Hospital", "TG3K", "Thyroid US Cineclip", "TN3K", "TNSCUI", "UBPD", "Ultrasound Nerve Segmentation",
+    "105US",
+    "AbdomenUS",
+    "ACOUSLIC",
+    "ASUS",
+    "AUL",
+    "brachial plexus",
+    "BrEaST",
+    "BUID",
+    "BUS_UC",
+    "BUS_UCLM",
+    "BUS-BRA",
+    "BUS (Dataset B)",
+    "BUSI",
+    "CAMUS",
+    "CardiacUDC",
+    "CCAUI",
+    "DDTI",
+    "EchoCP",
+    "EchoNet-Dynamic",
+    "EchoNet-Pediatric",
+    "FALLMUD",
+    "FASS",
+    "Fast-U-Net",
+    "FH-PS-AOP",
+    "GIST514-DB",
+    "HC18",
+    "kidneyUS",
+    "LUSS phantom",
+    "MicroSeg",
+    "MMOTU-2D",
+    "MMOTU-3D",
+    "MUP",
+    "regPro",
+    "S1",
+    "Segthy",
+    "STMUS_NDA",
+    "STU-Hospital",
+    "TG3K",
+    "Thyroid US Cineclip",
+    "TN3K",
+    "TNSCUI",
+    "UBPD",
+    "Ultrasound Nerve Segmentation",
 )
 
 
@@ -171,17 +209,24 @@ def _generic_raw(raw: Path) -> str:
 def _mmotu_coco_raw(raw: Path) -> str:
     rle = mask_utils.encode(np.asfortranarray(_square() > 0))
     images = [{"id": n, "file_name": name, "height": 32, "width": 40} for n, name in enumerate(("a.png", "b.png"))]
-    annotation = {"id": "x", "image_id": 0, "category_id": 1, "iscrowd": 0,
-                  "segmentation": {"size": [32, 40], "counts": rle["counts"].decode()}}
+    annotation = {
+        "id": "x",
+        "image_id": 0,
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": {"size": [32, 40], "counts": rle["counts"].decode()},
+    }
     for image in images:
         _png(_scan(), raw / image["file_name"])
-    (raw / "sample.json").write_text(json.dumps(
-        {"images": images, "annotations": [annotation], "categories": [{"id": 1, "name": "tumour"}]}))
+    (raw / "sample.json").write_text(
+        json.dumps({"images": images, "annotations": [annotation], "categories": [{"id": 1, "name": "tumour"}]})
+    )
     return "b.png"
 
 
-@pytest.mark.parametrize("key, build", [("busi", _busi_raw), ("hc18", _hc18_raw), ("generic", _generic_raw),
-                                        ("mmotu_2d", _mmotu_coco_raw)])
+@pytest.mark.parametrize(
+    "key, build", [("busi", _busi_raw), ("hc18", _hc18_raw), ("generic", _generic_raw), ("mmotu_2d", _mmotu_coco_raw)]
+)
 def test_keep_empty_keeps_images_without_structure(key, build, tmp_path):
     """The converters that once had their own rule (BUSI's keep_normal, HC18 and MMOTU's COCO form
     without one, generic's skip) now exclude a structure-less image and keep it on keep_empty."""
@@ -249,7 +294,11 @@ def test_busi_second_lesion_masks_are_separate_instances(converted, data_dir):
     image = next(i for i in coco["images"] if i["source_path"] == "benign/benign (195).png")
     annotations = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
     sources = sorted({a["source_mask"] for a in annotations})
-    assert sources == ["benign/benign (195)_mask.png", "benign/benign (195)_mask_1.png", "benign/benign (195)_mask_2.png"]
+    assert sources == [
+        "benign/benign (195)_mask.png",
+        "benign/benign (195)_mask_1.png",
+        "benign/benign (195)_mask_2.png",
+    ]
     for source in sources:
         expected = _gray(root / Path(source).name) >= 150
         union = np.zeros_like(expected)
@@ -369,7 +418,10 @@ def test_mmotu_sample_is_reemitted_with_the_same_masks(converted, data_dir):
         np.testing.assert_array_equal(decode_annotation_mask(ours, image["height"], image["width"]), expected)
         assert ours["area"] == annotation["area"] and ours["bbox"] == annotation["bbox"]
         copied = resolve_image_path(report.coco_path, image["file_name"])
-        assert copied.read_bytes() == (data_dir / "mmotu_sample" / "sample_images" / source_image["file_name"]).read_bytes()
+        assert (
+            copied.read_bytes()
+            == (data_dir / "mmotu_sample" / "sample_images" / source_image["file_name"]).read_bytes()
+        )
         assert image["split"] == "test"
     assert validate(report.coco_path, check_files=True) == []
 
@@ -567,9 +619,17 @@ def test_generic_converter_pairs_maps_and_reports(tmp_path):
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(raw / "imgs" / "p02" / "scan5.png")
     Image.fromarray(np.ones((31, 40), np.uint8)).save(raw / "labels" / "p02" / "scan5_label.png")  # wrong size
     report = run_converter(
-        "generic", raw, tmp_path / "out", dataset="toy", image_dir="imgs", mask_dir="labels",
-        mask_pattern="{stem}_label.png", categories={1: "lesion", 2: "cyst"}, recursive=True,
-        patient_pattern=r"^(p\d+)/", progress=False,
+        "generic",
+        raw,
+        tmp_path / "out",
+        dataset="toy",
+        image_dir="imgs",
+        mask_dir="labels",
+        mask_pattern="{stem}_label.png",
+        categories={1: "lesion", 2: "cyst"},
+        recursive=True,
+        patient_pattern=r"^(p\d+)/",
+        progress=False,
     )
     reasons = {p.path: p.reason for p in report.skipped}
     assert set(reasons) == {"p02/scan4.tif", "p02/scan5.png"}
@@ -601,13 +661,24 @@ def test_generic_converter_colour_masks_and_shared_folder(tmp_path):
     Image.fromarray(colour).save(raw / "a_mask.png")
     Image.fromarray((colour[..., 1] > 0).astype(np.uint8) * 255).save(raw / "a_mask_1.png")
     grey = run_converter(
-        "generic", tmp_path / "raw", tmp_path / "grey", image_dir="all", mask_dir="all", mask_pattern="{stem}_mask.png",
+        "generic",
+        tmp_path / "raw",
+        tmp_path / "grey",
+        image_dir="all",
+        mask_dir="all",
+        mask_pattern="{stem}_mask.png",
         progress=False,
     )
     assert grey.images == 0 and "colour mask" in grey.skipped[0].reason  # colours are never guessed
     report = run_converter(
-        "generic", tmp_path / "raw", tmp_path / "out", image_dir="all", mask_dir="all", mask_pattern="{stem}_mask*.png",
-        categories={(0, 255, 0): "benign", (255, 0, 0): "malignant", (255, 255, 255): "benign"}, progress=False,
+        "generic",
+        tmp_path / "raw",
+        tmp_path / "out",
+        image_dir="all",
+        mask_dir="all",
+        mask_pattern="{stem}_mask*.png",
+        categories={(0, 255, 0): "benign", (255, 0, 0): "malignant", (255, 255, 255): "benign"},
+        progress=False,
     )
     assert report.images == 1  # a_mask*.png files are not taken as images
     coco = load_coco(report.coco_path)
@@ -622,7 +693,9 @@ def _synthetic_patients(n_patients: int, frames: int) -> dict:
     builder = CocoBuilder("toy", ["thing"])
     for patient in range(n_patients):
         for frame in range(frames):
-            builder.add_image(f"{patient}_{frame}.png", 8, 8, source_path=f"{patient}_{frame}.png", patient_id=f"P{patient}")
+            builder.add_image(
+                f"{patient}_{frame}.png", 8, 8, source_path=f"{patient}_{frame}.png", patient_id=f"P{patient}"
+            )
     builder.add_image("official.png", 8, 8, source_path="official.png", patient_id="T", split="test")
     return builder.to_dict()
 
@@ -714,7 +787,9 @@ def test_instance_cap_reports_and_keeps_largest():
     builder.add_mask(image_id, mask, 1)
     coco = builder.to_dict()
     kept, report = cap_instances(coco, 3)
-    assert len(kept["annotations"]) == 5 and report.over_cap == [{"dataset": "toy", "source_path": "a.png", "instances": 5}]
+    assert len(kept["annotations"]) == 5 and report.over_cap == [
+        {"dataset": "toy", "source_path": "a.png", "instances": 5}
+    ]
     kept, report = cap_instances(coco, 3, policy="keep_largest")
     assert sorted(a["area"] for a in kept["annotations"]) == [6, 8, 10]
     assert sorted(r["area"] for r in report.removed) == [2, 4]
@@ -764,10 +839,28 @@ def test_cli_data_commands(data_dir, tmp_path, capsys):
     assert "busi" in capsys.readouterr().out and (tmp_path / "busi" / "stats.png").is_file()
     assert cli_main(["data", "convert", "camus", str(tmp_path), str(tmp_path / "camus")]) == 1
     assert "layout not recognised" in capsys.readouterr().err and not (tmp_path / "camus" / "annotations").exists()
-    assert cli_main(["data", "convert", "busi", str(data_dir / "busi"), str(tmp_path / "b2"), "--option", "no_such=1"]) == 1
+    assert (
+        cli_main(["data", "convert", "busi", str(data_dir / "busi"), str(tmp_path / "b2"), "--option", "no_such=1"])
+        == 1
+    )
     assert "does not take option(s) no_such" in capsys.readouterr().err
-    assert cli_main(["data", "convert", "busi", str(data_dir / "busi"), str(tmp_path / "b2"), "--in-place",
-                     "--limit", "2", "--option", "threshold=250"]) == 0
+    assert (
+        cli_main(
+            [
+                "data",
+                "convert",
+                "busi",
+                str(data_dir / "busi"),
+                str(tmp_path / "b2"),
+                "--in-place",
+                "--limit",
+                "2",
+                "--option",
+                "threshold=250",
+            ]
+        )
+        == 0
+    )
     assert "busi: 2 images" in capsys.readouterr().out
     folders = tmp_path / "mine"
     (folders / "images").mkdir(parents=True)
@@ -790,7 +883,9 @@ def test_cli_build_converts_every_dataset_found(data_dir, tmp_path, capsys):
     busi_raw.mkdir(parents=True)
     for n in range(1, 9):
         for suffix in ("", "_mask"):
-            shutil.copy(data_dir / "busi" / "Dataset_BUSI_with_GT" / "malignant" / f"malignant ({n}){suffix}.png", busi_raw)
+            shutil.copy(
+                data_dir / "busi" / "Dataset_BUSI_with_GT" / "malignant" / f"malignant ({n}){suffix}.png", busi_raw
+            )
     (raw / "hc18").mkdir()
     for n in range(12):
         for suffix in ("", "_Annotation"):
@@ -798,18 +893,27 @@ def test_cli_build_converts_every_dataset_found(data_dir, tmp_path, capsys):
     (raw / "mmotu_sample").symlink_to(data_dir / "mmotu_sample", target_is_directory=True)
     (raw / "notes").mkdir()  # not a dataset: ignored
     splits = tmp_path / "splits.json"
-    hc18_lists = {"train": [f"{n:03d}_HC.png" for n in range(8)], "val": ["008_HC.png"], "test": ["009_HC.png", "010_HC.png"]}
+    hc18_lists = {
+        "train": [f"{n:03d}_HC.png" for n in range(8)],
+        "val": ["008_HC.png"],
+        "test": ["009_HC.png", "010_HC.png"],
+    }
     splits.write_text(json.dumps({"HC18": hc18_lists}))  # a section may use any spelling of the dataset
     out = tmp_path / "out"
     assert cli_main(["data", "build", str(raw), str(out), "--splits", str(splits), "--link", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
     assert "hc18: 1 converted images are in no split list" in printed  # 011_HC.png
-    files = {p.name: json.loads(p.read_text()) for p in (out / "annotations").glob("*.json") if p.name != "build_report.json"}
+    files = {
+        p.name: json.loads(p.read_text()) for p in (out / "annotations").glob("*.json") if p.name != "build_report.json"
+    }
     assert set(files) == {"train.json", "val.json", "test.json", "test.hc18.json", "test.mmotu_2d.json"}
     sources = lambda name, ds: sorted(i["source_path"] for i in files[name]["images"] if i["dataset"] == ds)  # noqa: E731
     assert sources("train.json", "hc18") == [f"{n:03d}_HC.png" for n in range(8)]
     assert sources("test.json", "hc18") == ["009_HC.png", "010_HC.png"]
-    assert len(sources("train.json", "busi")) + len(sources("val.json", "busi")) == 8 and len(sources("val.json", "busi")) == 1
+    assert (
+        len(sources("train.json", "busi")) + len(sources("val.json", "busi")) == 8
+        and len(sources("val.json", "busi")) == 1
+    )
     assert len(files["test.mmotu_2d.json"]["images"]) == 10
     for name in files:
         assert validate(out / "annotations" / name, check_files=True) == []

@@ -58,8 +58,9 @@ def test_tinyvit_levels_pyramid_and_pooling(litemedsam_checkpoint, image):
 
 def test_lora_starts_equal_trains_only_lora_and_leaves_base_weights_untouched(litemedsam_checkpoint, image):
     base, _ = build_encoder_features(str(litemedsam_checkpoint), None, "frozen")
-    lora, _ = build_encoder_features(str(litemedsam_checkpoint), None, "lora",
-                                     lora=dict(rank=16, alpha=16, dropout=0.1, targets=("qkv",)))
+    lora, _ = build_encoder_features(
+        str(litemedsam_checkpoint), None, "lora", lora=dict(rank=16, alpha=16, dropout=0.1, targets=("qkv",))
+    )
     trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert sum("lora_A" in n for n in trainable) == 10  # every attention block of TinyViT-5M (2 + 6 + 2)
@@ -93,8 +94,9 @@ def test_lora_on_a_vit_is_not_bypassed_by_the_fast_inference_path(tiny_checkpoin
 
 def test_medsa_adds_adapters_everywhere_and_trains_them_with_the_last_block(litemedsam_checkpoint, image):
     base, _ = build_encoder_features(str(litemedsam_checkpoint), None, "frozen")
-    medsa, _ = build_encoder_features(str(litemedsam_checkpoint), None, "medsa",
-                                      medsa=dict(ratio=0.25, scale=0.5, trainable_last_blocks=1))
+    medsa, _ = build_encoder_features(
+        str(litemedsam_checkpoint), None, "medsa", medsa=dict(ratio=0.25, scale=0.5, trainable_last_blocks=1)
+    )
     names = {n for n, p in medsa.named_parameters() if p.requires_grad}
     adapters = {n for n in names if "_adapter" in n}
     assert len({n.split(".space_adapter")[0] for n in adapters if "space_adapter" in n}) == 10

@@ -40,8 +40,10 @@ def smoke_run(tmp_path_factory, data_dir, litemedsam_checkpoint):
     work_dir = tmp_path_factory.mktemp("classify") / "run"
     options = _dataset_options(
         ["train_dataloader.dataset", "val_dataloader.dataset", "evaluation.sets.val", "evaluation.sets.test"],
-        data_root=str(data_dir), encoder=str(litemedsam_checkpoint),
-        feature_dir=str(REPO_ROOT / "work_dirs/cache/downstream_features_smoke"))
+        data_root=str(data_dir),
+        encoder=str(litemedsam_checkpoint),
+        feature_dir=str(REPO_ROOT / "work_dirs/cache/downstream_features_smoke"),
+    )
     return run_downstream("classify", "downstream_classify_smoke", work_dir=work_dir, cfg_options=options)
 
 
@@ -67,8 +69,9 @@ def test_classification_smoke_lowers_the_loss_and_reports(smoke_run):
     assert "not a diagnosis" in (results / "summary.md").read_text()
 
 
-def test_feature_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(tmp_path, data_dir,
-                                                                              litemedsam_checkpoint):
+def test_feature_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(
+    tmp_path, data_dir, litemedsam_checkpoint
+):
     from ultrasam.checkpoints import extract_state_dict, read_checkpoint
     from ultrasam_training.downstream import busi
     from ultrasam_training.downstream.feature_cache import pooled_features

@@ -19,17 +19,29 @@ import torch
 pytest.importorskip("mmengine")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SETS = ["train_dataloader.dataset", "val_dataloader.dataset", "evaluation.sets.val", "evaluation.sets.test_box",
-        "evaluation.sets.test_point"]
+SETS = [
+    "train_dataloader.dataset",
+    "val_dataloader.dataset",
+    "evaluation.sets.val",
+    "evaluation.sets.test_box",
+    "evaluation.sets.test_point",
+]
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, data_dir, litemedsam_checkpoint):
     from ultrasam_training.downstream.run import run_downstream
 
-    options = {f"{prefix}.{key}": value for prefix in SETS for key, value in dict(
-        data_root=str(data_dir), model=str(litemedsam_checkpoint), splits_root=str(REPO_ROOT / "work_dirs/data"),
-        cache_dir=str(REPO_ROOT / "work_dirs/cache/prompted_smoke")).items()}
+    options = {
+        f"{prefix}.{key}": value
+        for prefix in SETS
+        for key, value in dict(
+            data_root=str(data_dir),
+            model=str(litemedsam_checkpoint),
+            splits_root=str(REPO_ROOT / "work_dirs/data"),
+            cache_dir=str(REPO_ROOT / "work_dirs/cache/prompted_smoke"),
+        ).items()
+    }
     options["model_source"] = str(litemedsam_checkpoint)
     work_dir = tmp_path_factory.mktemp("prompted") / "run"
     return run_downstream("prompted", "downstream_prompted_smoke", work_dir=work_dir, cfg_options=options)
@@ -73,8 +85,9 @@ def test_exported_classifier_round_trips_without_the_training_stack(smoke_run, d
     assert classifier.layout == {"mask_token": 256, "conditioned": 256, "global": 320}
     assert classifier.notice == NOTICE and "not a diagnosis" in NOTICE.lower()
     images = busi.lesion_images(data_dir, "val", REPO_ROOT / "work_dirs/data", per_class=2)
-    cached = lesion_descriptors(images, str(litemedsam_checkpoint), None, REPO_ROOT / "work_dirs/cache/prompted_smoke",
-                                progress=False)
+    cached = lesion_descriptors(
+        images, str(litemedsam_checkpoint), None, REPO_ROOT / "work_dirs/cache/prompted_smoke", progress=False
+    )
     assert cached.computed == 0  # the smoke run's cache serves the same images
     for kind in PROMPT_KINDS:
         rows = {r["key"]: r for r in _rows(smoke_run / f"results/predictions/test_{kind}.csv")}
@@ -101,7 +114,8 @@ def test_a_file_that_is_not_a_classifier_is_refused(tmp_path):
 
 
 def test_a_live_image_classifies_like_its_cached_descriptor_and_decodes_like_the_predictor(
-        smoke_run, data_dir, litemedsam_checkpoint):
+    smoke_run, data_dir, litemedsam_checkpoint
+):
     from ultrasam.models import open_model
     from ultrasam.predictor import Predictor
     from ultrasam_training.downstream import busi
@@ -111,8 +125,9 @@ def test_a_live_image_classifies_like_its_cached_descriptor_and_decodes_like_the
     from ultrasam_training.train.dataset import read_rgb
 
     image = busi.lesion_images(data_dir, "val", REPO_ROOT / "work_dirs/data", per_class=1)[1]  # a malignant one
-    cached = lesion_descriptors([image], str(litemedsam_checkpoint), None, REPO_ROOT / "work_dirs/cache/prompted_smoke",
-                                progress=False)
+    cached = lesion_descriptors(
+        [image], str(litemedsam_checkpoint), None, REPO_ROOT / "work_dirs/cache/prompted_smoke", progress=False
+    )
     assert cached.reused == 1
     classifier = load_prompt_classifier(smoke_run / "prompt_classifier.safetensors")
     model = open_model(str(litemedsam_checkpoint), device="cpu")

@@ -47,8 +47,11 @@ def smoke_run(tmp_path_factory, data_dir, litemedsam_checkpoint):
     from ultrasam_training.downstream.run import run_downstream
 
     sets = ["train_dataloader.dataset", "val_dataloader.dataset", "evaluation.sets.val", "evaluation.sets.test"]
-    options = {f"{prefix}.{key}": value for prefix in sets for key, value in
-               dict(data_root=str(data_dir), splits_root=str(REPO_ROOT / "work_dirs/data")).items()}
+    options = {
+        f"{prefix}.{key}": value
+        for prefix in sets
+        for key, value in dict(data_root=str(data_dir), splits_root=str(REPO_ROOT / "work_dirs/data")).items()
+    }
     options["model.encoder"] = str(litemedsam_checkpoint)
     work_dir = tmp_path_factory.mktemp("segment") / "run"
     return run_downstream("segment", "downstream_segment_smoke", work_dir=work_dir, cfg_options=options)

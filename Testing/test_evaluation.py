@@ -81,14 +81,22 @@ def write_synthetic_coco(root: Path, boxes_per_image: list[list[tuple[int, int, 
         for x, y, w, h in boxes:
             mask = np.zeros(size, bool)
             mask[y : y + h, x : x + w] = True
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index, "category_id": 1, "iscrowd": 0,
-                "segmentation": encode_rle(mask), "area": w * h, "bbox": [x, y, w, h],
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "segmentation": encode_rle(mask),
+                    "area": w * h,
+                    "bbox": [x, y, w, h],
+                }
+            )
     path = root / "annotations" / "synthetic.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "object"}]}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]})
+    )
     return path
 
 
@@ -131,9 +139,20 @@ def test_coco_map_matches_hand_computed_average_precision():
     for image_id, (k, score) in enumerate(ious_and_scores, start=1):
         truth, prediction = _instance_with_iou(k)
         images.append({"id": image_id, "file_name": f"{image_id}.png", "height": 20, "width": 20})
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                            "segmentation": encode_rle(truth), "area": 100, "bbox": [5, 5, 10, 10]})
-        detections.append({"image_id": image_id, "category_id": 1, "segmentation": encode_rle(prediction), "score": score})
+        annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": encode_rle(truth),
+                "area": 100,
+                "bbox": [5, 5, 10, 10],
+            }
+        )
+        detections.append(
+            {"image_id": image_id, "category_id": 1, "segmentation": encode_rle(prediction), "score": score}
+        )
     ground_truth = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
     scores = coco_segm_map(ground_truth, detections)
     assert scores["mAP"] == pytest.approx(281 / 1010, abs=1e-9)
@@ -147,8 +166,17 @@ def test_coco_map_is_class_agnostic():
     truth, _ = _instance_with_iou(100)
     ground_truth = {
         "images": [{"id": 1, "file_name": "1.png", "height": 20, "width": 20}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "iscrowd": 0, "segmentation": encode_rle(truth),
-                         "area": 100, "bbox": [5, 5, 10, 10]}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 2,
+                "iscrowd": 0,
+                "segmentation": encode_rle(truth),
+                "area": 100,
+                "bbox": [5, 5, 10, 10],
+            }
+        ],
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     }
     detections = [{"image_id": 1, "category_id": 1, "segmentation": encode_rle(truth), "score": 0.5}]
@@ -348,14 +376,35 @@ def test_cli_writes_reports_and_refuses_to_overwrite(tmp_path, capsys):
 
     coco = write_synthetic_coco(tmp_path / "data", [[(5, 5, 40, 20)], [(10, 30, 30, 20)]])
     out = tmp_path / "results"
-    argv = ["evaluate", "--model", "filled-box", "--model", "ellipse", "--coco", str(coco), "--out", str(out), "--quiet"]
+    argv = [
+        "evaluate",
+        "--model",
+        "filled-box",
+        "--model",
+        "ellipse",
+        "--coco",
+        str(coco),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
-    for name in ("summary.md", "summary.csv", "summary.json", "tables/synthetic.md", "tables/synthetic.csv",
-                 "plots/synthetic__dice_hist.png", "instances/synthetic/filled-box__box__none.csv",
-                 "detections/synthetic/ellipse__box__none.json"):
+    for name in (
+        "summary.md",
+        "summary.csv",
+        "summary.json",
+        "tables/synthetic.md",
+        "tables/synthetic.csv",
+        "plots/synthetic__dice_hist.png",
+        "instances/synthetic/filled-box__box__none.csv",
+        "detections/synthetic/ellipse__box__none.json",
+    ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert [(r["dataset"], r["model"], r["prompt"]) for r in rows] == [("synthetic", "filled-box", "box"), ("synthetic", "ellipse", "box")]
+    assert [(r["dataset"], r["model"], r["prompt"]) for r in rows] == [
+        ("synthetic", "filled-box", "box"),
+        ("synthetic", "ellipse", "box"),
+    ]
     assert float(rows[0]["mAP"]) == pytest.approx(1.0) and float(rows[1]["mAP"]) == pytest.approx(0.6)
     assert "| synthetic | box | ellipse |" in (out / "summary.md").read_text()
     before = (out / "summary.csv").read_bytes()
@@ -363,7 +412,12 @@ def test_cli_writes_reports_and_refuses_to_overwrite(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert (out / "summary.csv").read_bytes() == before
     assert main(argv + ["--overwrite"]) == 0
-    assert main(["evaluate", "--model", "ellipse", "--coco", str(coco), "--prompt", "point", "--out", str(tmp_path / "r2")]) == 1
+    assert (
+        main(
+            ["evaluate", "--model", "ellipse", "--coco", str(coco), "--prompt", "point", "--out", str(tmp_path / "r2")]
+        )
+        == 1
+    )
     assert main(["evaluate", "--model", "no-such-model", "--coco", str(coco), "--out", str(tmp_path / "r3")]) == 1
 
 

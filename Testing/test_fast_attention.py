@@ -158,8 +158,17 @@ class _Holder(nn.Module):
 def _tiny_encoder() -> ImageEncoderViT:
     torch.manual_seed(0)
     encoder = ImageEncoderViT(
-        img_size=1024, patch_size=16, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0, out_chans=32,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=14, global_attn_indexes=(1, 3),
+        img_size=1024,
+        patch_size=16,
+        embed_dim=64,
+        depth=4,
+        num_heads=2,
+        mlp_ratio=4.0,
+        out_chans=32,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=(1, 3),
     )
     return _randomise(encoder, 4)
 

@@ -138,8 +138,12 @@ def test_to_volume_array_inverts_slicing():
 
 # ---- physical ↔ pixel round trips on random geometry ---------------------------------------------
 @FAST
-@given(volume=volumes(), axis=st.sampled_from(AXES), space=st.sampled_from(["lps", "ras"]),
-       fractions=st.lists(st.floats(0, 1), min_size=3, max_size=3))
+@given(
+    volume=volumes(),
+    axis=st.sampled_from(AXES),
+    space=st.sampled_from(["lps", "ras"]),
+    fractions=st.lists(st.floats(0, 1), min_size=3, max_size=3),
+)
 def test_physical_pixel_round_trip(volume: Volume, axis, space, fractions):
     stack = frames_along(volume, axis)
     ijk = np.array(fractions) * (np.array(volume.shape_ijk) - 1)
@@ -254,8 +258,10 @@ def test_flat_roi_on_a_2d_image_and_points():
     volume = Volume(np.zeros((1, 50, 60), np.uint8), spacing=(0.2, 0.2, 1.0))
     stack = frames_along(volume, "axial")
     roi = _roi(volume.index_to_physical([30, 20, 0.3]), np.eye(3), [4.0, 2.0, 0.0])  # 20 x 10 pixels, flat
-    points = (MarkupPoint(volume.index_to_physical([12.0, 7.0, -0.2]), "F-1", number=1),
-              MarkupPoint(volume.index_to_physical([40.0, 30.0, 0.1]), "-F-2", negative=True, number=2))
+    points = (
+        MarkupPoint(volume.index_to_physical([12.0, 7.0, -0.2]), "F-1", number=1),
+        MarkupPoint(volume.index_to_physical([40.0, 30.0, 0.1]), "-F-2", negative=True, number=2),
+    )
     prompts = prompts_from_markups(stack, Markups(points, (roi,)))
     assert list(prompts) == [0]
     frame_prompts = prompts[0]
@@ -279,7 +285,9 @@ def test_prompt_errors_name_the_prompt_and_the_range():
     volume = Volume(np.zeros((10, 20, 40), np.uint8))
     stack = frames_along(volume, "sagittal")
     far = MarkupPoint(np.array([41.7, 5.0, 5.0]), "F-3", number=3)
-    with pytest.raises(PromptError, match=r"point 3 \('F-3', RAS \(-41.70, -5.00, 5.00\)\) lies at sagittal slice 41.7, outside 0..39"):
+    with pytest.raises(
+        PromptError, match=r"point 3 \('F-3', RAS \(-41.70, -5.00, 5.00\)\) lies at sagittal slice 41.7, outside 0..39"
+    ):
         prompts_from_markups(stack, Markups((far,)))
     off = MarkupPoint(np.array([3.0, 25.0, 5.0]), "F-1", number=1)
     with pytest.raises(PromptError, match=r"pixel \(25.0, 5.0\) of sagittal slice 3, outside the 20x10 image"):

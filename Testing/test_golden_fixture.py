@@ -96,7 +96,9 @@ def test_point_prompt_is_replaced_by_pass1_box(reference_predictor, golden, data
     pass1_mask = pred.passes[0].low_res_logits  # the predictor's own pass-1 mask box must be the original's
     from ultrasam.transforms import masks_to_original
 
-    mask1 = masks_to_original(torch.from_numpy(pass1_mask), reference_predictor.geometry, reference_predictor.model.spec)
+    mask1 = masks_to_original(
+        torch.from_numpy(pass1_mask), reference_predictor.geometry, reference_predictor.model.spec
+    )
     np.testing.assert_array_equal(mask_to_box(mask1[0, 0].numpy()), k("pass1_mask_bbox_orig"))
     assert pred.passes[1].points is None  # the point is dropped in pass 2
 

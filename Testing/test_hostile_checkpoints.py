@@ -64,8 +64,9 @@ def _legacy_file(path: Path, marker: Path, record: str) -> Path:
     return path
 
 
-def _zip_file(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None,
-              compression: int = zipfile.ZIP_STORED) -> Path:
+def _zip_file(
+    path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None, compression: int = zipfile.ZIP_STORED
+) -> Path:
     """A torch zip checkpoint with a hand-made ``data.pkl``."""
     with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr("archive/data.pkl", data_pkl)
@@ -100,7 +101,11 @@ def _build_on_global(module: str, name: str, attribute: str = "__defaults__") ->
     return (
         b"\x80\x02"
         + f"c{module}\n{name}\n".encode()
-        + b"N}" + _unicode(attribute) + b"NN" + _unicode("x") + b"\x87s\x86"  # (None, {attr: (None, None, 'x')})
+        + b"N}"
+        + _unicode(attribute)
+        + b"NN"
+        + _unicode("x")
+        + b"\x87s\x86"  # (None, {attr: (None, None, 'x')})
         + b"b0}."  # BUILD, POP, EMPTY_DICT, STOP
     )
 
@@ -182,20 +187,29 @@ def test_plain_data_mode_refuses_any_object(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("opcode_pickle", [
-    # getattr(stub, 'system')(...): the stub's attribute is another stub, calling it runs nothing
-    b"\x80\x02cbuiltins\ngetattr\ncos\nsystem\n" + _unicode("__call__") + b"\x86R" + _unicode("touch MARKER") + b"\x85R0}.",
-    # eval/exec by name
-    b"\x80\x02cbuiltins\neval\n" + _unicode("__import__('os').system('touch MARKER')") + b"\x85R0}.",
-    # protocol 4 framing + STACK_GLOBAL
-    pickle.dumps(_Payload(Path("MARKER")), protocol=4)[:-1] + b"0}.",
-])
+@pytest.mark.parametrize(
+    "opcode_pickle",
+    [
+        # getattr(stub, 'system')(...): the stub's attribute is another stub, calling it runs nothing
+        b"\x80\x02cbuiltins\ngetattr\ncos\nsystem\n"
+        + _unicode("__call__")
+        + b"\x86R"
+        + _unicode("touch MARKER")
+        + b"\x85R0}.",
+        # eval/exec by name
+        b"\x80\x02cbuiltins\neval\n" + _unicode("__import__('os').system('touch MARKER')") + b"\x85R0}.",
+        # protocol 4 framing + STACK_GLOBAL
+        pickle.dumps(_Payload(Path("MARKER")), protocol=4)[:-1] + b"0}.",
+    ],
+)
 def test_hand_made_pickles_run_nothing(tmp_path, opcode_pickle):
     marker = tmp_path / "pwned"
     data = opcode_pickle.replace(b"MARKER", str(marker).encode())
     # fix BINUNICODE lengths changed by the replacement
-    data = data.replace(struct.pack("<I", len("touch MARKER")) + b"touch " + str(marker).encode(),
-                        struct.pack("<I", len(f"touch {marker}")) + f"touch {marker}".encode())
+    data = data.replace(
+        struct.pack("<I", len("touch MARKER")) + b"touch " + str(marker).encode(),
+        struct.pack("<I", len(f"touch {marker}")) + f"touch {marker}".encode(),
+    )
     path = _zip_file(tmp_path / "evil.pth", data)
     try:
         read_checkpoint(path)
@@ -208,15 +222,18 @@ def test_hand_made_pickles_run_nothing(tmp_path, opcode_pickle):
 # 3. Poisoning the process through BUILD on allowed objects
 
 
-@pytest.mark.parametrize("module, name, attribute", [
-    ("torch._utils", "_rebuild_tensor_v2", "__defaults__"),
-    ("torch._utils", "_rebuild_parameter", "__code__"),
-    ("collections", "OrderedDict", "__init__"),
-    ("torch", "Size", "__new__"),
-    ("torch", "float32", "is_floating_point"),
-    ("torch", "FloatStorage", "dtype"),
-    ("builtins", "getattr", "__defaults__"),
-])
+@pytest.mark.parametrize(
+    "module, name, attribute",
+    [
+        ("torch._utils", "_rebuild_tensor_v2", "__defaults__"),
+        ("torch._utils", "_rebuild_parameter", "__code__"),
+        ("collections", "OrderedDict", "__init__"),
+        ("torch", "Size", "__new__"),
+        ("torch", "float32", "is_floating_point"),
+        ("torch", "FloatStorage", "dtype"),
+        ("builtins", "getattr", "__defaults__"),
+    ],
+)
 def test_build_on_allowed_globals_is_refused_and_changes_nothing(tmp_path, module, name, attribute):
     reference = tmp_path / "reference.pth"
     torch.save(OrderedDict(w=torch.arange(6, dtype=torch.float32)), reference)
@@ -374,13 +391,40 @@ def test_evaluate_and_test_refuse_hostile_checkpoints(tmp_path, capsys, hostile_
     splits = REPO_ROOT / "work_dirs/data"
     for name in ("legacy_magic", "poison"):
         out = tmp_path / f"eval_{name}"
-        code, err = _cli(["evaluate", "--checkpoint", files[name], "--shared-data", data_dir, "--splits-dir", splits,
-                          "--limit", 1, "--out", out], capsys)
+        code, err = _cli(
+            [
+                "evaluate",
+                "--checkpoint",
+                files[name],
+                "--shared-data",
+                data_dir,
+                "--splits-dir",
+                splits,
+                "--limit",
+                1,
+                "--out",
+                out,
+            ],
+            capsys,
+        )
         _assert_clean(code, err, marker)
         assert not out.exists() or not any(out.iterdir())
-        code, err = _cli(["test", "smoke", "--checkpoint", files[name], "--max-images", 1, "--out", tmp_path / f"t_{name}",
-                          "--cfg-options", f"evaluation.shared_data_root={data_dir}", f"evaluation.splits_root={splits}"],
-                         capsys)
+        code, err = _cli(
+            [
+                "test",
+                "smoke",
+                "--checkpoint",
+                files[name],
+                "--max-images",
+                1,
+                "--out",
+                tmp_path / f"t_{name}",
+                "--cfg-options",
+                f"evaluation.shared_data_root={data_dir}",
+                f"evaluation.splits_root={splits}",
+            ],
+            capsys,
+        )
         _assert_clean(code, err, marker)
 
 
@@ -389,8 +433,18 @@ def test_train_refuses_hostile_init_and_load_from(tmp_path, capsys, hostile_file
     marker, files = hostile_files
     for option in ("model.init_checkpoint", "load_from"):
         for name in ("legacy_magic", "poison"):
-            code, err = _cli(["train", "smoke", "--work-dir", tmp_path / f"run_{name}",
-                              "--cfg-options", f"{option}={files[name]}", "train_cfg.max_iters=1"], capsys)
+            code, err = _cli(
+                [
+                    "train",
+                    "smoke",
+                    "--work-dir",
+                    tmp_path / f"run_{name}",
+                    "--cfg-options",
+                    f"{option}={files[name]}",
+                    "train_cfg.max_iters=1",
+                ],
+                capsys,
+            )
             _assert_clean(code, err, marker)
             assert "legacy" in err or "set the state" in err
 
@@ -419,8 +473,18 @@ def test_resume_refuses_a_tampered_iteration_checkpoint(tmp_path, capsys, hostil
     tampered = work / "iter_6.pth"
     tampered.write_bytes(files["zip_payload"].read_bytes())
     (work / "last_checkpoint").write_text(str(tampered))
-    code, err = _cli(["train", "smoke", "--work-dir", work, "--resume", "--cfg-options",
-                      f"train_dataloader.dataset.shared_data_root={data_dir}"], capsys)
+    code, err = _cli(
+        [
+            "train",
+            "smoke",
+            "--work-dir",
+            work,
+            "--resume",
+            "--cfg-options",
+            f"train_dataloader.dataset.shared_data_root={data_dir}",
+        ],
+        capsys,
+    )
     _assert_clean(code, err, marker)
     assert "not plain data" in err
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
@@ -431,8 +495,10 @@ def test_resume_names_missing_training_state(tmp_path, capsys, data_dir):
     pytest.importorskip("ultrasam_training")
     work = tmp_path / "run"
     work.mkdir()
-    torch.save({"meta": {"epoch": 0, "iter": 3}, "state_dict": OrderedDict(), "message_hub": {"log_scalars": {}}},
-               work / "iter_3.pth")
+    torch.save(
+        {"meta": {"epoch": 0, "iter": 3}, "state_dict": OrderedDict(), "message_hub": {"log_scalars": {}}},
+        work / "iter_3.pth",
+    )
     (work / "last_checkpoint").write_text(str(work / "iter_3.pth"))
     code, err = _cli(["train", "smoke", "--work-dir", work, "--resume"], capsys)
     assert code == 1 and "malformed training state" in err and "Traceback" not in err

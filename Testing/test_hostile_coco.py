@@ -45,14 +45,23 @@ def _square_rle(shape: tuple[int, int] = SHAPE, box: tuple[int, int, int, int] =
 
 
 def _annotation(ann_id: Any = 1, image_id: Any = 1, **changes: Any) -> dict:
-    annotation = {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                  "segmentation": _square_rle(), "area": BOX[2] * BOX[3], "bbox": list(BOX)}
+    annotation = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": _square_rle(),
+        "area": BOX[2] * BOX[3],
+        "bbox": list(BOX),
+    }
     annotation.update(changes)
     return annotation
 
 
 def _coco(images: list[dict] | None = None, annotations: list[dict] | None = None) -> dict:
-    images = images if images is not None else [{"id": 1, "file_name": "im1.png", "height": SHAPE[0], "width": SHAPE[1]}]
+    images = (
+        images if images is not None else [{"id": 1, "file_name": "im1.png", "height": SHAPE[0], "width": SHAPE[1]}]
+    )
     annotations = annotations if annotations is not None else [_annotation()]
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
 
@@ -76,8 +85,9 @@ def _evaluate(coco_path: Path, out: Path) -> int:
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     """The ``ultrasam`` console script in a child process: a segfault there is a failed test, not a dead pytest."""
-    return subprocess.run([sys.executable, "-m", "ultrasam.cli", *args], capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "ultrasam.cli", *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+    )
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -99,8 +109,10 @@ def _png_declaring(width: int, height: int) -> bytes:
 def _huge_image_coco(root: Path) -> Path:
     """300 bytes declaring a 10^6 x 10^6 image whose 3-character RLE used to SIGSEGV pycocotools' decoder."""
     huge = 1_000_000
-    coco = _coco([{"id": 1, "file_name": "im1.png", "height": huge, "width": huge}],
-                 [_annotation(segmentation={"size": [huge, huge], "counts": "ab0"})])
+    coco = _coco(
+        [{"id": 1, "file_name": "im1.png", "height": huge, "width": huge}],
+        [_annotation(segmentation={"size": [huge, huge], "counts": "ab0"})],
+    )
     path = _write_dataset(root, coco)
     assert path.stat().st_size < 400
     return path
@@ -115,8 +127,16 @@ def test_validate_reports_a_huge_declared_image_size(tmp_path):
 
 def test_evaluate_refuses_a_huge_declared_image_size(tmp_path):
     out = tmp_path / "results"
-    evaluated = _run_cli("evaluate", "--model", "filled-box", "--coco", str(_huge_image_coco(tmp_path / "data")),
-                         "--out", str(out), "--quiet")
+    evaluated = _run_cli(
+        "evaluate",
+        "--model",
+        "filled-box",
+        "--coco",
+        str(_huge_image_coco(tmp_path / "data")),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert evaluated.returncode == 1, evaluated.stderr[-2000:]
     assert "ultrasam evaluate: error:" in evaluated.stderr and "pixel cap" in evaluated.stderr
     assert "Traceback" not in evaluated.stderr
@@ -155,8 +175,9 @@ def test_hostile_segmentations_are_reported_not_crashing(tmp_path):
         "    out[tag] = {'validate': validate(path), 'load': error}\n"
         "print(json.dumps(out))\n"
     )
-    child = subprocess.run([sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True,
-                           timeout=SUBPROCESS_TIMEOUT_S)
+    child = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+    )
     assert child.returncode == 0, child.stderr[-2000:]
     results = json.loads(child.stdout)
     for tag, (_, message) in _HOSTILE_SEGMENTATIONS.items():
@@ -181,11 +202,14 @@ def test_compressed_runs_agree_with_pycocotools():
 
 
 # --------------------------------------------------------------------------- 2. non-finite or empty bbox
-@pytest.mark.parametrize("bbox, problem", [
-    ([math.nan, 4, 10, 8], "non-finite"),
-    ([5, 4, math.inf, 8], "non-finite"),
-    ([5, 4, -10, 8], "no positive width"),
-])
+@pytest.mark.parametrize(
+    "bbox, problem",
+    [
+        ([math.nan, 4, 10, 8], "non-finite"),
+        ([5, 4, math.inf, 8], "non-finite"),
+        ([5, 4, -10, 8], "no positive width"),
+    ],
+)
 def test_bad_bbox_is_reported_by_validate_and_refused_by_evaluate(tmp_path, capsys, bbox, problem):
     path = _write_dataset(tmp_path / "data", _coco(annotations=[_annotation(bbox=bbox)]))
     assert any(problem in p for p in validate(path))
@@ -220,13 +244,19 @@ def test_duplicate_annotation_ids_are_refused_by_evaluate(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- 4. ids of the wrong type
-@pytest.mark.parametrize("where, change, message", [
-    ("image id", lambda c: (c["images"][0].update(id={"n": 1}), c["annotations"][0].update(image_id={"n": 1})),
-     "image id {'n': 1} is a dict; ids must be integers or strings"),
-    ("annotation id", lambda c: c["annotations"][0].update(id=[1]), "annotation id [1] is a list; ids must be"),
-    ("image_id", lambda c: c["annotations"][0].update(image_id=[1]), "image_id [1] is a list; ids must be"),
-    ("category_id", lambda c: c["annotations"][0].update(category_id={"c": 1}), "category id {'c': 1} is not"),
-])
+@pytest.mark.parametrize(
+    "where, change, message",
+    [
+        (
+            "image id",
+            lambda c: (c["images"][0].update(id={"n": 1}), c["annotations"][0].update(image_id={"n": 1})),
+            "image id {'n': 1} is a dict; ids must be integers or strings",
+        ),
+        ("annotation id", lambda c: c["annotations"][0].update(id=[1]), "annotation id [1] is a list; ids must be"),
+        ("image_id", lambda c: c["annotations"][0].update(image_id=[1]), "image_id [1] is a list; ids must be"),
+        ("category_id", lambda c: c["annotations"][0].update(category_id={"c": 1}), "category id {'c': 1} is not"),
+    ],
+)
 def test_ids_that_are_dicts_or_lists_are_refused(tmp_path, capsys, where, change, message):
     coco = _coco()
     change(coco)
@@ -247,8 +277,10 @@ FORMULA_NAMES = ("=1+2.png", "+SUM(A1).png", "-2+3.png", "@cmd.png", "\tTAB.png"
 
 
 def test_csv_reports_neutralise_formula_cells(tmp_path):
-    images = [{"id": n, "file_name": name, "height": SHAPE[0], "width": SHAPE[1]}
-              for n, name in enumerate(FORMULA_NAMES, start=1)]
+    images = [
+        {"id": n, "file_name": name, "height": SHAPE[0], "width": SHAPE[1]}
+        for n, name in enumerate(FORMULA_NAMES, start=1)
+    ]
     annotations = [_annotation(n, n) for n in range(1, len(FORMULA_NAMES) + 1)]
     path = _write_dataset(tmp_path / "data", _coco(images, annotations), name="=HYPERLINK(1)")
     out = tmp_path / "results"
@@ -267,7 +299,15 @@ def test_csv_reports_neutralise_formula_cells(tmp_path):
 def test_neutralise_cell_leaves_numbers_alone():
     assert neutralise_cell("=cmd|' /C calc'!A0") == "'=cmd|' /C calc'!A0"
     assert neutralise_cell("-1+cmd") == "'-1+cmd"
-    assert [neutralise_cell(v) for v in ("-0.5", "+3", "-", -0.5, 7, None, "a=b")] == ["-0.5", "+3", "-", -0.5, 7, None, "a=b"]
+    assert [neutralise_cell(v) for v in ("-0.5", "+3", "-", -0.5, 7, None, "a=b")] == [
+        "-0.5",
+        "+3",
+        "-",
+        -0.5,
+        7,
+        None,
+        "a=b",
+    ]
 
 
 # --------------------------------------------------------------------------- 6. decompression bombs in convert
@@ -285,10 +325,13 @@ def _converted(out: Path, dataset: str) -> dict:
     return json.loads((out / "annotations" / f"{dataset}__coco.json").read_text())
 
 
-@pytest.mark.parametrize("converter, image_dir, mask_dir", [
-    ("generic", "images", "masks"),  # its own loop
-    ("tnscui", "image", "mask"),  # the shared loop of convert/samples.py
-])
+@pytest.mark.parametrize(
+    "converter, image_dir, mask_dir",
+    [
+        ("generic", "images", "masks"),  # its own loop
+        ("tnscui", "image", "mask"),  # the shared loop of convert/samples.py
+    ],
+)
 def test_decompression_bomb_is_skipped_and_named(tmp_path, capsys, converter, image_dir, mask_dir):
     raw, out = tmp_path / "raw", tmp_path / "out"
     _raw_pairs(raw / image_dir, raw / mask_dir, ("1.png", "2.png", "3.png"))
@@ -314,7 +357,9 @@ def test_header_just_over_the_cap_is_skipped_before_decoding(tmp_path, capsys):
     assert [image["source_path"] for image in _converted(out, "generic")["images"]] == ["2.png"]
 
 
-@pytest.mark.parametrize("converter, image_dir, mask_dir", [("generic", "images", "masks"), ("tnscui", "image", "mask")])
+@pytest.mark.parametrize(
+    "converter, image_dir, mask_dir", [("generic", "images", "masks"), ("tnscui", "image", "mask")]
+)
 def test_truncated_images_are_skipped_and_named(tmp_path, capsys, converter, image_dir, mask_dir):
     """A truncated 8-bit PNG (copied byte for byte) and a truncated 16-bit one (decoded to be rewritten)."""
     raw, out = tmp_path / "raw", tmp_path / "out"
@@ -336,7 +381,9 @@ def test_volume_header_over_the_cap_is_refused_before_decoding(tmp_path):
     from ultrasam_training.data.errors import DatasetError
 
     path = tmp_path / "bomb.mha"
-    path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 60000 60000 60000\n"
-                     b"ElementType = MET_UCHAR\nElementDataFile = LOCAL\n" + bytes(64))
+    path.write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 60000 60000 60000\n"
+        b"ElementType = MET_UCHAR\nElementDataFile = LOCAL\n" + bytes(64)
+    )
     with pytest.raises(DatasetError, match="header declares 60000x60000x60000 .* not decoded"):
         read_volume(path)

@@ -24,7 +24,14 @@ from PIL import Image
 from ultrasam.cli import main
 from ultrasam.errors import ImageError, PromptError
 from ultrasam.frames import frames_along
-from ultrasam.markups import MAX_CONTROL_POINTS, MAX_MARKUPS_FILE_BYTES, MarkupPoint, Markups, read_markups, read_prompt_files
+from ultrasam.markups import (
+    MAX_CONTROL_POINTS,
+    MAX_MARKUPS_FILE_BYTES,
+    MarkupPoint,
+    Markups,
+    read_markups,
+    read_prompt_files,
+)
 from ultrasam.predictor import Predictor
 from ultrasam.prompts import MAX_POINTS_PER_FRAME, FramePrompts, pixel_prompts, prompts_from_markups
 from ultrasam.readers import MAX_FILE_VOXELS, MAX_FRAME_PIXELS, load_stack
@@ -89,12 +96,22 @@ def write_json(path: Path, document) -> Path:
 
 
 def point_list(control_points, **extra) -> dict:
-    return {"markups": [{"type": "Fiducial", "name": "F", "coordinateSystem": "LPS", "controlPoints": control_points, **extra}]}
+    return {
+        "markups": [
+            {"type": "Fiducial", "name": "F", "coordinateSystem": "LPS", "controlPoints": control_points, **extra}
+        ]
+    }
 
 
 def roi_markup(**fields) -> dict:
-    roi = {"type": "ROI", "name": "R", "coordinateSystem": "LPS", "center": [1.0, 1.0, 1.0], "size": [2.0, 2.0, 2.0],
-           "orientation": [1, 0, 0, 0, 1, 0, 0, 0, 1]}
+    roi = {
+        "type": "ROI",
+        "name": "R",
+        "coordinateSystem": "LPS",
+        "center": [1.0, 1.0, 1.0],
+        "size": [2.0, 2.0, 2.0],
+        "orientation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+    }
     roi.update(fields)
     return {"markups": [roi]}
 
@@ -137,8 +154,8 @@ def test_dicom_declaring_65535_squared_frames_is_refused(tmp_path):
     data = bytearray(path.read_bytes())
     for tag in (b"\x28\x00\x10\x00", b"\x28\x00\x11\x00"):  # Rows, Columns (implicit VR, US)
         at = data.find(tag)
-        assert at > 0 and data[at + 4:at + 8] == b"\x02\x00\x00\x00"
-        data[at + 8:at + 10] = b"\xff\xff"
+        assert at > 0 and data[at + 4 : at + 8] == b"\x02\x00\x00\x00"
+        data[at + 8 : at + 10] = b"\xff\xff"
     path.write_bytes(bytes(data))
     with pytest.raises(ImageError, match=r"too large: 65535x65535x2 voxels"):
         load_stack(path)
@@ -278,7 +295,9 @@ def test_huge_roi_only_visits_the_volumes_slices(tmp_path):
 def test_cli_segment_volume_with_a_1e300_roi_fails_fast(tmp_path, capsys):
     roi = write_json(tmp_path / "roi.mrk.json", roi_markup(size=[1e300, 1e300, 1e300]))
     out = tmp_path / "seg.seg.nrrd"
-    code, err = run_cli(capsys, "segment-volume", tiny_volume(tmp_path), "--roi", roi, *model_args(tmp_path), "--out", out)
+    code, err = run_cli(
+        capsys, "segment-volume", tiny_volume(tmp_path), "--roi", roi, *model_args(tmp_path), "--out", out
+    )
     assert code == 1 and "ultrasam segment-volume: error:" in err and "roi.mrk.json" in err and "exceeds" in err
     assert not out.exists()
 
@@ -309,7 +328,9 @@ def test_hundred_thousand_control_points_are_refused_quickly(tmp_path):
     points = [{"position": [1.0, 2.0, 3.0]}] * 100_000
     path = write_json(tmp_path / "many.mrk.json", point_list(points))
     start = time.perf_counter()
-    with pytest.raises(PromptError, match=rf"many.mrk.json: point list 'F' has 100000 control points; at most {MAX_CONTROL_POINTS}"):
+    with pytest.raises(
+        PromptError, match=rf"many.mrk.json: point list 'F' has 100000 control points; at most {MAX_CONTROL_POINTS}"
+    ):
         read_markups(path)
     assert time.perf_counter() - start < 3
 
@@ -320,7 +341,9 @@ def test_many_points_on_one_slice_fail_fast_without_a_quadratic_merge():
     point = np.array([2.0, 3.0, 1.0])
     markups = Markups(tuple(MarkupPoint(point, f"F-{n}", number=n) for n in range(1, 100_001)))
     start = time.perf_counter()
-    with pytest.raises(PromptError, match=f"100000 points on axial slice 1: at most {MAX_POINTS_PER_FRAME} points per frame"):
+    with pytest.raises(
+        PromptError, match=f"100000 points on axial slice 1: at most {MAX_POINTS_PER_FRAME} points per frame"
+    ):
         prompts_from_markups(stack, markups)
     assert time.perf_counter() - start < 3
 
@@ -387,7 +410,11 @@ def test_wrong_json_types_name_the_file_and_the_field(tmp_path, case):
 @pytest.mark.parametrize("where", ["document", "position"])
 def test_deeply_nested_json_is_a_clear_error(tmp_path, where):
     deep = "[" * 100_000 + "]" * 100_000
-    text = deep if where == "document" else '{"markups": [{"type": "Fiducial", "controlPoints": [{"position": %s}]}]}' % deep
+    text = (
+        deep
+        if where == "document"
+        else '{"markups": [{"type": "Fiducial", "controlPoints": [{"position": %s}]}]}' % deep
+    )
     path = tmp_path / "deep.mrk.json"
     path.write_text(text)
     with pytest.raises(PromptError, match=r"deep.mrk.json is not a valid markups JSON file: nested too deeply"):
@@ -405,7 +432,9 @@ def test_oversized_markups_file_is_refused_before_reading(tmp_path):
 def test_cli_segment_volume_bad_markups_types_exit_1_and_write_nothing(tmp_path, capsys):
     markups = write_json(tmp_path / "bad.mrk.json", point_list("abc"))
     out = tmp_path / "seg.seg.nrrd"
-    code, err = run_cli(capsys, "segment-volume", tiny_volume(tmp_path), "--markups", markups, *model_args(tmp_path), "--out", out)
+    code, err = run_cli(
+        capsys, "segment-volume", tiny_volume(tmp_path), "--markups", markups, *model_args(tmp_path), "--out", out
+    )
     assert code == 1
     assert "ultrasam segment-volume: error:" in err and "bad.mrk.json" in err and "'controlPoints'" in err
     assert "Traceback" not in err

@@ -87,8 +87,17 @@ def test_output_under_a_file_is_refused_before_the_model(tmp_path, image, no_che
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_output_under_proc_is_refused_before_the_model(tmp_path, image, no_checkpoint, capsys):
     before = files_under(tmp_path)
-    code = run_cli("segment", image, *BOX, "--checkpoint", no_checkpoint, "--out", tmp_path / "mask.png",
-                   "--overlay", "/proc/ultrasam-test/qc.png")
+    code = run_cli(
+        "segment",
+        image,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        tmp_path / "mask.png",
+        "--overlay",
+        "/proc/ultrasam-test/qc.png",
+    )
     assert_refused_up_front(code, capsys.readouterr().err, "--overlay", "cannot create a file in /proc")
     assert files_under(tmp_path) == before
 
@@ -102,13 +111,24 @@ def test_output_under_proc_is_refused_before_the_model(tmp_path, image, no_check
     ],
     ids=["overlay-same", "overlay-dotdot", "rle-same"],
 )
-def test_two_outputs_on_one_file_are_refused_even_with_overwrite(tmp_path, image, no_checkpoint, capsys,
-                                                                 second_option, spelling):
+def test_two_outputs_on_one_file_are_refused_even_with_overwrite(
+    tmp_path, image, no_checkpoint, capsys, second_option, spelling
+):
     (tmp_path / "sub").mkdir()
     mask = tmp_path / "mask.png"
     mask.write_bytes(b"the previous mask")
-    code = run_cli("segment", image, *BOX, "--checkpoint", no_checkpoint, "--out", mask,
-                   second_option, spelling(mask), "--overwrite")
+    code = run_cli(
+        "segment",
+        image,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        mask,
+        second_option,
+        spelling(mask),
+        "--overwrite",
+    )
     assert_refused_up_front(code, capsys.readouterr().err, "--out", second_option, "same file")
     assert mask.read_bytes() == b"the previous mask"
     assert temporaries(tmp_path) == []
@@ -118,16 +138,36 @@ def test_an_output_through_a_symlink_is_the_same_file(tmp_path, image, no_checkp
     mask = tmp_path / "mask.png"
     mask.write_bytes(b"the previous mask")
     (tmp_path / "alias.png").symlink_to(mask)
-    code = run_cli("segment", image, *BOX, "--checkpoint", no_checkpoint, "--out", mask,
-                   "--overlay", tmp_path / "alias.png", "--overwrite")
+    code = run_cli(
+        "segment",
+        image,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        mask,
+        "--overlay",
+        tmp_path / "alias.png",
+        "--overwrite",
+    )
     assert_refused_up_front(code, capsys.readouterr().err, "same file")
     assert mask.read_bytes() == b"the previous mask"
 
 
 def test_output_on_the_input_image_is_refused(tmp_path, image, no_checkpoint, capsys):
     original = image.read_bytes()
-    code = run_cli("segment", image, *BOX, "--checkpoint", no_checkpoint, "--out", tmp_path / "m.png",
-                   "--overlay", image, "--overwrite")
+    code = run_cli(
+        "segment",
+        image,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        tmp_path / "m.png",
+        "--overlay",
+        image,
+        "--overwrite",
+    )
     assert_refused_up_front(code, capsys.readouterr().err, "--overlay", "destroy the input")
     assert image.read_bytes() == original
 
@@ -143,8 +183,18 @@ def test_existing_output_is_refused_before_the_model(tmp_path, image, no_checkpo
 
 def test_output_that_is_a_folder_is_refused(tmp_path, image, no_checkpoint, capsys):
     (tmp_path / "qc.png").mkdir()
-    code = run_cli("segment", image, *BOX, "--checkpoint", no_checkpoint, "--out", tmp_path / "mask.png",
-                   "--overlay", tmp_path / "qc.png", "--overwrite")
+    code = run_cli(
+        "segment",
+        image,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        tmp_path / "mask.png",
+        "--overlay",
+        tmp_path / "qc.png",
+        "--overwrite",
+    )
     assert_refused_up_front(code, capsys.readouterr().err, "--overlay", "is a folder")
     assert files_under(tmp_path) == {"frame.png"}
 
@@ -167,8 +217,19 @@ def test_png_for_propagated_frames_is_refused_before_the_model(tmp_path, no_chec
 
 def test_segment_volume_checks_its_outputs_first(tmp_path, no_checkpoint, blocker, capsys):
     """The volume need not even exist: the outputs are checked before anything is read."""
-    code = run_cli("segment-volume", tmp_path / "absent.nrrd", "--slice", 0, *BOX, "--checkpoint", no_checkpoint,
-                   "--out", tmp_path / "seg.seg.nrrd", "--overlay", blocker / "qc.png")
+    code = run_cli(
+        "segment-volume",
+        tmp_path / "absent.nrrd",
+        "--slice",
+        0,
+        *BOX,
+        "--checkpoint",
+        no_checkpoint,
+        "--out",
+        tmp_path / "seg.seg.nrrd",
+        "--overlay",
+        blocker / "qc.png",
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("ultrasam segment-volume: error: ") and "Traceback" not in err
     assert "--overlay" in err and "absent" not in err
@@ -192,8 +253,9 @@ def test_all_or_nothing_removes_created_and_restores_replaced(tmp_path):
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_failed_overlay_write_after_inference_leaves_no_mask(tmp_path, tiny_checkpoint, data_dir, capsys, monkeypatch,
-                                                             overwrite):
+def test_failed_overlay_write_after_inference_leaves_no_mask(
+    tmp_path, tiny_checkpoint, data_dir, capsys, monkeypatch, overwrite
+):
     """The disk fills between the mask and the overlay: a clear error, and no orphan mask."""
     frame = data_dir / "mmotu_sample" / "sample_images" / "test.MMOTU_2d__00002.png"
     mask = tmp_path / "mask.png"
@@ -204,8 +266,22 @@ def test_failed_overlay_write_after_inference_leaves_no_mask(tmp_path, tiny_chec
         raise OSError(28, "No space left on device", str(path))
 
     monkeypatch.setattr(outputs, "write_overlay_png", disk_full)
-    code = run_cli("segment", frame, "--box", 10, 10, 200, 200, "--checkpoint", tiny_checkpoint, "--out", mask,
-                   "--overlay", tmp_path / "qc.png", *(["--overwrite"] if overwrite else []))
+    code = run_cli(
+        "segment",
+        frame,
+        "--box",
+        10,
+        10,
+        200,
+        200,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--out",
+        mask,
+        "--overlay",
+        tmp_path / "qc.png",
+        *(["--overwrite"] if overwrite else []),
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert err.strip() == f"ultrasam segment: error: No space left on device: {tmp_path / 'qc.png'}"

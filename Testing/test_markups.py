@@ -39,8 +39,12 @@ def oblique_volume_file(tmp_path):
     c, s = np.cos(angle), np.sin(angle)
     direction = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ np.diag([-1.0, -1.0, 1.0])
     rng = np.random.default_rng(1)
-    volume = Volume(rng.integers(0, 200, (12, 30, 40)).astype(np.int16), spacing=(0.3, 0.45, 1.7),
-                    origin=(12.0, -40.0, 7.5), direction=direction)
+    volume = Volume(
+        rng.integers(0, 200, (12, 30, 40)).astype(np.int16),
+        spacing=(0.3, 0.45, 1.7),
+        origin=(12.0, -40.0, 7.5),
+        direction=direction,
+    )
     path = tmp_path / "oblique.nrrd"
     sitk.WriteImage(volume.to_sitk(), str(path))
     return path
@@ -56,8 +60,12 @@ def test_volume_geometry_agrees_with_slicer_reader(app, oblique_volume_file):
 
 def test_left_handed_volume_slicer_reverses_k_but_physical_space_agrees(app, tmp_path):
     """Slicer's reader turns a left-handed grid right-handed by reversing k; positions agree."""
-    volume = Volume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), spacing=(0.3, 0.45, 1.7),
-                    origin=(1.0, 2.0, 3.0), direction=np.diag([1.0, -1.0, 1.0]))
+    volume = Volume(
+        np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6),
+        spacing=(0.3, 0.45, 1.7),
+        origin=(1.0, 2.0, 3.0),
+        direction=np.diag([1.0, -1.0, 1.0]),
+    )
     path = tmp_path / "left.nrrd"
     sitk.WriteImage(volume.to_sitk(), str(path))
     node = mh.load_volume_node(app, path)
@@ -94,7 +102,9 @@ def test_slicer_point_list_lands_on_slicer_ijk(app, tmp_path, oblique_volume_fil
 def test_slicer_rotated_roi_corners_match(app, tmp_path, system):
     angle = np.radians(30)
     c, s = np.cos(angle), np.sin(angle)
-    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]])
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.array(
+        [[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]]
+    )
     roi_node = mh.add_roi_node(app, [10.0, -20.0, 30.0], [8.0, 4.0, 6.0], rotation)
     path = mh.write_markups_node(app, roi_node, tmp_path / f"roi_{system}.mrk.json", system)
     markups = read_markups(path)
@@ -115,8 +125,14 @@ def test_our_writer_is_read_by_slicer(app, tmp_path):
     roi = MarkupRoi(np.array([1.0, 2.0, 3.0]), axes_lps, np.array([5.0, 6.0, 7.0]), "box")
     points_ras = np.array([[1.0, 2.0, 3.0], [-4.0, 5.5, 6.0]])
     for system in ("LPS", "RAS"):
-        path = write_mrk_json(tmp_path / f"ours_{system}.mrk.json", points_ras, labels=[1, 0], roi=roi,
-                              space="ras", coordinate_system=system)
+        path = write_mrk_json(
+            tmp_path / f"ours_{system}.mrk.json",
+            points_ras,
+            labels=[1, 0],
+            roi=roi,
+            space="ras",
+            coordinate_system=system,
+        )
         node = mh.read_markups_file(app, path)  # Slicer reads the first markup of the file
         assert node.GetNumberOfControlPoints() == 2
         got = np.array([node.GetNthControlPointPositionWorld(n) for n in range(2)])
@@ -153,7 +169,9 @@ def _write(path, markups):
 def test_reader_errors(tmp_path):
     point = {"label": "F-1", "position": [1, 2, 3]}
     with pytest.raises(PromptError, match="unknown coordinateSystem 'XYZ'"):
-        read_markups(_write(tmp_path / "a.mrk.json", [{"type": "Fiducial", "coordinateSystem": "XYZ", "controlPoints": [point]}]))
+        read_markups(
+            _write(tmp_path / "a.mrk.json", [{"type": "Fiducial", "coordinateSystem": "XYZ", "controlPoints": [point]}])
+        )
     with pytest.raises(PromptError, match="no placed control points"):
         read_markups(_write(tmp_path / "b.mrk.json", [{"type": "Fiducial", "controlPoints": []}]))
     undefined = {"label": "F-1", "position": [0, 0, 0], "positionStatus": "undefined"}
@@ -162,7 +180,9 @@ def test_reader_errors(tmp_path):
     with pytest.raises(PromptError, match="type 'Line'"):
         read_markups(_write(tmp_path / "d.mrk.json", [{"type": "Line", "controlPoints": [point, point]}]))
     with pytest.raises(PromptError, match="coordinateUnits"):
-        read_markups(_write(tmp_path / "e.mrk.json", [{"type": "Fiducial", "coordinateUnits": "inch", "controlPoints": [point]}]))
+        read_markups(
+            _write(tmp_path / "e.mrk.json", [{"type": "Fiducial", "coordinateUnits": "inch", "controlPoints": [point]}])
+        )
     (tmp_path / "f.mrk.json").write_text("{not json")
     with pytest.raises(PromptError, match="not a valid markups JSON"):
         read_markups(tmp_path / "f.mrk.json")
@@ -173,7 +193,10 @@ def test_reader_errors(tmp_path):
 
 
 def test_units_and_default_coordinate_system(tmp_path):
-    path = _write(tmp_path / "um.mrk.json", [{"type": "Fiducial", "coordinateUnits": "um", "controlPoints": [{"position": [1000, 2000, 3000]}]}])
+    path = _write(
+        tmp_path / "um.mrk.json",
+        [{"type": "Fiducial", "coordinateUnits": "um", "controlPoints": [{"position": [1000, 2000, 3000]}]}],
+    )
     np.testing.assert_allclose(read_markups(path).positions("lps"), [[1, 2, 3]])  # LPS is the schema default
 
 

@@ -45,8 +45,12 @@ def sources(tiny_checkpoint, litemedsam_checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sources")
     sam_layout = folder / "tiny_sam_layout.pth"
     torch.save(ultrasam_to_sam(load_state_dict(tiny_checkpoint)), sam_layout)
-    return {"ultrasam": tiny_checkpoint, "sam_vit_b": sam_layout, "medsam": sam_layout,
-            "litemedsam": litemedsam_checkpoint}
+    return {
+        "ultrasam": tiny_checkpoint,
+        "sam_vit_b": sam_layout,
+        "medsam": sam_layout,
+        "litemedsam": litemedsam_checkpoint,
+    }
 
 
 @pytest.mark.parametrize("family", ["ultrasam", "sam_vit_b", "medsam", "litemedsam"])
@@ -62,17 +66,22 @@ def test_every_family_round_trips_export_and_open(family, sources, data_dir, tmp
 
 def test_an_exported_ultrasam_is_not_read_as_sam(sources, tmp_path):
     """The bug that motivated the door: a ViT UltraSam export used to reopen with SAM's recipe."""
-    exported = save_state_dict(ultrasam_to_sam(load_state_dict(sources["ultrasam"])), tmp_path / "u.safetensors",
-                               family="ultrasam")
+    exported = save_state_dict(
+        ultrasam_to_sam(load_state_dict(sources["ultrasam"])), tmp_path / "u.safetensors", family="ultrasam"
+    )
     model = open_model(exported, device="cpu")
     assert model.spec.family == "ultrasam" and model.spec.resize == "truncate" and model.spec.refine
     assert model.sam.mask_decoder.transformer.layers[0].norm3.eps == pytest.approx(2.5e-6)
 
 
 def test_mmengine_training_container_opens_with_its_recorded_family(sources, tmp_path):
-    container = {"meta": {"iter": 3, "ultrasam_family": "medsam"},
-                 "state_dict": {**ultrasam_to_sam(load_state_dict(sources["ultrasam"])),
-                                "data_preprocessor.mean": torch.zeros(3)}}
+    container = {
+        "meta": {"iter": 3, "ultrasam_family": "medsam"},
+        "state_dict": {
+            **ultrasam_to_sam(load_state_dict(sources["ultrasam"])),
+            "data_preprocessor.mean": torch.zeros(3),
+        },
+    }
     path = tmp_path / "iter_3.pth"
     torch.save(container, path)
     assert open_model(path, device="cpu").spec.family == "medsam"

@@ -49,8 +49,12 @@ def volume() -> Volume:
     rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
     rng = np.random.default_rng(3)
-    return Volume(rng.integers(0, 255, (6, 9, 11)).astype(np.uint8), spacing=(0.4, 0.6, 2.5),
-                  origin=(-12.5, 30.0, 4.0), direction=rz @ rx)
+    return Volume(
+        rng.integers(0, 255, (6, 9, 11)).astype(np.uint8),
+        spacing=(0.4, 0.6, 2.5),
+        origin=(-12.5, 30.0, 4.0),
+        direction=rz @ rx,
+    )
 
 
 def _masks(volume: Volume):
@@ -199,13 +203,17 @@ def test_coco_rle_decodes_to_the_masks(tmp_path):
     first = np.zeros((20, 30), bool)
     first[3:8, 10:25] = True  # rows 3..7, cols 10..24: COCO bbox [10, 3, 15, 5]
     second = np.zeros((20, 30), bool)
-    path = write_coco_rle(tmp_path / "coco.json", [first, second, None], scores=[0.9, 0.1, 0.0], file_names=["a.png", "b.png", "c.png"])
+    path = write_coco_rle(
+        tmp_path / "coco.json", [first, second, None], scores=[0.9, 0.1, 0.0], file_names=["a.png", "b.png", "c.png"]
+    )
     document = json.loads(path.read_text())
     assert [image["file_name"] for image in document["images"]] == ["a.png", "b.png"]
     assert len(document["annotations"]) == 1  # the empty mask has an image but no annotation
     annotation = document["annotations"][0]
     assert annotation["bbox"] == [10.0, 3.0, 15.0, 5.0] and annotation["area"] == 75 and annotation["score"] == 0.9
-    decoded = mask_utils.decode({"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()})
+    decoded = mask_utils.decode(
+        {"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}
+    )
     np.testing.assert_array_equal(decoded.astype(bool), first)
     assert document["categories"] == [{"id": 1, "name": "object", "supercategory": "none"}]
 
@@ -281,7 +289,10 @@ def test_coco_names_follow_the_image(tmp_path):
     single = json.loads(write_coco_rle(tmp_path / "one.json", {0: mask}, image_name="scan.png").read_text())
     assert [image["file_name"] for image in single["images"]] == ["scan.png"]
     many = json.loads(write_coco_rle(tmp_path / "many.json", {2: mask, 7: mask}, image_name="cine.nii.gz").read_text())
-    assert [(image["id"], image["file_name"]) for image in many["images"]] == [(3, "cine__00002.png"), (8, "cine__00007.png")]
+    assert [(image["id"], image["file_name"]) for image in many["images"]] == [
+        (3, "cine__00002.png"),
+        (8, "cine__00007.png"),
+    ]
 
 
 def test_montage_lists_prompted_frames_first(volume):

@@ -27,9 +27,19 @@ def write_results(root: Path, dataset: str, stem: str, dice: list[float], noc85:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for i, value in enumerate(dice):
-            writer.writerow({"image_id": i + 1, "annotation_id": 100 + i, "file_name": f"{i}.png", "area": 50,
-                             "score": 0.9, "dice": value, "iou": value / (2 - value),
-                             "noc85": (noc85 or [20] * len(dice))[i], "noc90": 20})
+            writer.writerow(
+                {
+                    "image_id": i + 1,
+                    "annotation_id": 100 + i,
+                    "file_name": f"{i}.png",
+                    "area": 50,
+                    "score": 0.9,
+                    "dice": value,
+                    "iou": value / (2 - value),
+                    "noc85": (noc85 or [20] * len(dice))[i],
+                    "noc90": 20,
+                }
+            )
     return root
 
 

@@ -238,9 +238,7 @@ def test_offset_index_follows_first_appearance_numbering():
     for window in (2, 7, 14):
         points = [(r, c) for r in range(window) for c in range(window)]
         numbers: dict[tuple[int, int], int] = {}
-        expected = [
-            [numbers.setdefault((abs(a - c), abs(b - d)), len(numbers)) for c, d in points] for a, b in points
-        ]
+        expected = [[numbers.setdefault((abs(a - c), abs(b - d)), len(numbers)) for c, d in points] for a, b in points]
         assert torch.equal(relative_offset_index(window), torch.tensor(expected))
 
 
@@ -251,7 +249,7 @@ def test_window_partition_round_trip(rows, cols, window, batch):
     windows = window_partition(x, window)
     assert windows.shape == (batch * rows * cols, window * window, 3)
     b, i, j = batch - 1, rows - 1, cols // 2  # windows are numbered batch-major, then row-major
-    tile = x[b, i * window:(i + 1) * window, j * window:(j + 1) * window].reshape(-1, 3)
+    tile = x[b, i * window : (i + 1) * window, j * window : (j + 1) * window].reshape(-1, 3)
     assert torch.equal(windows[(b * rows + i) * cols + j], tile)
     assert torch.equal(window_merge(windows, window, batch, rows * window, cols * window), x)
 
@@ -273,8 +271,9 @@ def test_window_attention_equals_zero_padded_original_formula(sam, where, size):
         q, k, v = tiles.transpose(1, 2).split(head_dim, dim=-1)
         points = [(r, c) for r in range(window) for c in range(window)]
         offsets = {}
-        index = torch.tensor([[offsets.setdefault((abs(a - c), abs(b - d)), len(offsets)) for c, d in points]
-                              for a, b in points])
+        index = torch.tensor(
+            [[offsets.setdefault((abs(a - c), abs(b - d)), len(offsets)) for c, d in points] for a, b in points]
+        )
         logits = q @ k.transpose(-1, -2) / head_dim**0.5 + attn.attention_biases[:, index]
         out = (logits.softmax(-1) @ v).transpose(1, 2).flatten(2)  # [windows, N, C]
         out = out.view(2, ph // window, pw // window, window, window, -1).transpose(2, 3).reshape(2, ph, pw, -1)
@@ -310,7 +309,7 @@ def test_training_backpropagates_and_frozen_batchnorm_keeps_statistics(state_dic
     torch.manual_seed(0)
     encoder = TinyViT(replace(config, drop_path_rate=0.1), freeze_batchnorm=True)
     prefix = "image_encoder."
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
     encoder.train()
     stats = encoder.layers[0].blocks[0].conv1.bn.running_mean.clone()
     out = encoder(torch.rand(2, 3, 64, 64))  # small input: same code path, output 16x16

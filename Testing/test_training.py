@@ -227,17 +227,29 @@ def test_commands_parse_and_configs_resolve():
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", "smoke", "--resume", "--cfg-options", "train_cfg.max_iters=6", "--launcher",
-                              "pytorch"])
+    args = parser.parse_args(
+        ["train", "smoke", "--resume", "--cfg-options", "train_cfg.max_iters=6", "--launcher", "pytorch"]
+    )
     assert args.resume and args.launcher == "pytorch" and callable(args.func)
     args = parser.parse_args(["test", "ultrasam_lite", "--checkpoint", "a.pth", "litemedsam", "--refine", "on", "off"])
     assert args.checkpoint == ["a.pth", "litemedsam"] and args.refine == ["on", "off"]
     assert parse_cfg_options(["train_cfg.max_iters=6", "model.refine=False", "x=[1,2]"]) == {
-        "train_cfg.max_iters": 6, "model.refine": False, "x": [1, 2]}
+        "train_cfg.max_iters": 6,
+        "model.refine": False,
+        "x": [1, 2],
+    }
     with pytest.raises(TrainingError, match="packaged configs"):
         find_config("no_such_config")
-    for name in ("ultrasam_vitb_paper", "ultrasam_vitb_from_ultrasam", "ultrasam_star_no_breast",
-                 "ultrasam_star_no_ovarian", "ultrasam_star_no_gi", "ultrasam_lite", "ultrasam_lite_long", "smoke"):
+    for name in (
+        "ultrasam_vitb_paper",
+        "ultrasam_vitb_from_ultrasam",
+        "ultrasam_star_no_breast",
+        "ultrasam_star_no_ovarian",
+        "ultrasam_star_no_gi",
+        "ultrasam_lite",
+        "ultrasam_lite_long",
+        "smoke",
+    ):
         config = load_config(name)
         assert config.optim_wrapper.optimizer == {"type": "AdamW", "lr": 1e-4, "weight_decay": 1e-4}
         assert config.optim_wrapper.clip_grad == {"max_norm": 0.1, "norm_type": 2}
@@ -259,20 +271,35 @@ def test_dataset_inputs_are_bit_exact_with_the_predictor_preprocessing(data_dir)
     from ultrasam_training.data.images import read_array
     from ultrasam_training.train.dataset import UltraSamCocoDataset
 
-    dataset = UltraSamCocoDataset("shared:val", family="litemedsam", prompt_mode="box", max_images=2,
-                                  shared_data_root=str(data_dir), splits_root=str(REPO_ROOT / "work_dirs/data"))
+    dataset = UltraSamCocoDataset(
+        "shared:val",
+        family="litemedsam",
+        prompt_mode="box",
+        max_images=2,
+        shared_data_root=str(data_dir),
+        splits_root=str(REPO_ROOT / "work_dirs/data"),
+    )
     sample = dataset[0]
     rgb = to_rgb_uint8(read_array(dataset.records[0]["path"]))
     expected, geometry = prepare_input(rgb, FAMILY_SPECS["litemedsam"])
     assert torch.equal(sample["inputs"], expected[0])
     masks = dataset.instance_masks(0)
-    assert np.allclose(sample["coords"].reshape(-1, 4).numpy(),
-                       np.stack([P.gt_box(m) for m in masks]) * np.tile(geometry.scale_xy, 2), atol=1e-4)
+    assert np.allclose(
+        sample["coords"].reshape(-1, 4).numpy(),
+        np.stack([P.gt_box(m) for m in masks]) * np.tile(geometry.scale_xy, 2),
+        atol=1e-4,
+    )
     assert sample["targets"].shape == (len(masks), 256, 256)
     assert set(np.unique(sample["targets"].numpy())) <= {0.0, 1.0}
 
-    train = UltraSamCocoDataset("shared:val", family="litemedsam", flip_prob=1.0, max_images=1,
-                                shared_data_root=str(data_dir), splits_root=str(REPO_ROOT / "work_dirs/data"))
+    train = UltraSamCocoDataset(
+        "shared:val",
+        family="litemedsam",
+        flip_prob=1.0,
+        max_images=1,
+        shared_data_root=str(data_dir),
+        splits_root=str(REPO_ROOT / "work_dirs/data"),
+    )
     flipped = train[(0, 0, 5)]
     assert flipped["flipped"]
     spec = FAMILY_SPECS["litemedsam"]
@@ -350,8 +377,8 @@ def test_a_later_run_replaces_what_a_killed_run_logged_after_the_resume_point(tm
         lines.insert(1, json.dumps({"iter": 3, "val/busi_box_dice": 0.9}))  # a validation record: ignored
         (folder / "scalars.json").write_text("\n".join(lines) + "\n")
 
-    log("20260101_100000", range(1, 11), loss=1.0)   # killed after logging 10, last checkpoint at 5
-    log("20260101_110000", range(6, 13), loss=0.5)   # resumed from iter_5
+    log("20260101_100000", range(1, 11), loss=1.0)  # killed after logging 10, last checkpoint at 5
+    log("20260101_110000", range(6, 13), loss=0.5)  # resumed from iter_5
     joined = read_work_dir_scalars(tmp_path)
     assert [r["iter"] for r in joined] == list(range(1, 13))
     assert [r["loss"] for r in joined] == [1.0] * 5 + [0.5] * 7
@@ -392,8 +419,15 @@ def test_config_evaluation_runs_through_the_predictor_for_several_models(smoke_r
     from ultrasam_training.train.run_eval import run_evaluation
 
     options = [f"evaluation.shared_data_root={data_dir}", f"evaluation.splits_root={REPO_ROOT / 'work_dirs/data'}"]
-    results = run_evaluation("smoke", [smoke_runs["full"] / "model_final.safetensors", litemedsam_checkpoint],
-                             cfg_options=options, prompts=["box"], refine=["off"], max_images=3, progress=False)
+    results = run_evaluation(
+        "smoke",
+        [smoke_runs["full"] / "model_final.safetensors", litemedsam_checkpoint],
+        cfg_options=options,
+        prompts=["box"],
+        refine=["off"],
+        max_images=3,
+        progress=False,
+    )
     by_model = {r.model: r for r in results}
     assert len(by_model) == 2 and len({r.summary["n"] for r in results}) == 1
     baseline = next(r for m, r in by_model.items() if "model_final" not in m)
@@ -410,8 +444,10 @@ def test_ultrasam_evaluate_reads_an_mmengine_training_checkpoint(smoke_runs, dat
 
     last = max(smoke_runs["full"].glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     dataset = EvalDataset.load(REPO_ROOT / "work_dirs/data/annotations/val.json", limit=2)
-    scores = [evaluate_dataset(load_segmenter(path, refine=False), dataset, ["point"], progress=False)[0]
-              for path in (last, smoke_runs["full"] / "model_final.safetensors")]
+    scores = [
+        evaluate_dataset(load_segmenter(path, refine=False), dataset, ["point"], progress=False)[0]
+        for path in (last, smoke_runs["full"] / "model_final.safetensors")
+    ]
     assert scores[0].model == last.stem
     assert [r.dice for r in scores[0].records] == [r.dice for r in scores[1].records]
 
@@ -432,11 +468,19 @@ def test_an_interrupted_embedding_cache_continues_where_it_stopped(tmp_path, dat
         return read_rgb(source)
 
     with pytest.raises(RuntimeError, match="killed"):
-        build_embedding_cache([path], killed_at_the_flip, litemedsam_checkpoint, "litemedsam", tmp_path,
-                              batch_size=1, progress=False)
+        build_embedding_cache(
+            [path], killed_at_the_flip, litemedsam_checkpoint, "litemedsam", tmp_path, batch_size=1, progress=False
+        )
     calls.clear()
-    cache = build_embedding_cache([path], lambda p: calls.append(p) or read_rgb(p), litemedsam_checkpoint,
-                                  "litemedsam", tmp_path, batch_size=1, progress=False)
+    cache = build_embedding_cache(
+        [path],
+        lambda p: calls.append(p) or read_rgb(p),
+        litemedsam_checkpoint,
+        "litemedsam",
+        tmp_path,
+        batch_size=1,
+        progress=False,
+    )
     assert len(calls) == 2  # the probe and the flipped image only: the unflipped one was kept
     predictor = Predictor(load_model(litemedsam_checkpoint))
     predictor.set_image(np.ascontiguousarray(read_rgb(path)[:, ::-1]))
@@ -460,8 +504,15 @@ def test_the_embedding_cache_survives_a_touch_but_not_an_edit(tmp_path, data_dir
     calls = []
 
     def build():
-        return build_embedding_cache([path], lambda p: calls.append(p) or read_rgb(p), litemedsam_checkpoint,
-                                     "litemedsam", tmp_path / "cache", batch_size=1, progress=False)
+        return build_embedding_cache(
+            [path],
+            lambda p: calls.append(p) or read_rgb(p),
+            litemedsam_checkpoint,
+            "litemedsam",
+            tmp_path / "cache",
+            batch_size=1,
+            progress=False,
+        )
 
     build()
     assert len(calls) == 3  # probe, unflipped, flipped

@@ -143,21 +143,29 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: statistics.median(samples) for name, samples in wall.items()}
 
     what = f"encoder of {Path(args.checkpoint).name}" if args.checkpoint else f"{args.model} encoder, random init"
-    print(f"\n{what}, {image.shape[-1]}² input, torch {torch.__version__}, {args.threads} threads, "
-          f"median of {args.repeats} after 1 warm-up\n")
-    print("| encoder | seconds (median) | all runs (s) | CPU s (median) | speed-up | peak RSS (GiB) "
-          "| max abs diff vs reference |")
+    print(
+        f"\n{what}, {image.shape[-1]}² input, torch {torch.__version__}, {args.threads} threads, "
+        f"median of {args.repeats} after 1 warm-up\n"
+    )
+    print(
+        "| encoder | seconds (median) | all runs (s) | CPU s (median) | speed-up | peak RSS (GiB) "
+        "| max abs diff vs reference |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in ("reference", "fast"):
         rss = f"{memory[name]['peak_rss'] / GIB:.2f}" if memory else "—"
         runs = ", ".join(f"{s:.2f}" for s in wall[name])
         diff = "—" if name == "reference" else f"{max_diff:.2e}"
-        print(f"| {name} | {median[name]:.2f} | {runs} | {statistics.median(cpu[name]):.2f} | "
-              f"{median['reference'] / median[name]:.2f}× | {rss} | {diff} |")
+        print(
+            f"| {name} | {median[name]:.2f} | {runs} | {statistics.median(cpu[name]):.2f} | "
+            f"{median['reference'] / median[name]:.2f}× | {rss} | {diff} |"
+        )
     if memory:
         base = {name: memory[name]["rss_before_forward"] / GIB for name in memory}
-        print(f"\nPeak RSS after building the model, before the forward pass: "
-              f"{base['reference']:.2f} GiB (reference), {base['fast']:.2f} GiB (fast)")
+        print(
+            f"\nPeak RSS after building the model, before the forward pass: "
+            f"{base['reference']:.2f} GiB (reference), {base['fast']:.2f} GiB (fast)"
+        )
     return 0
 
 

@@ -59,8 +59,11 @@ def bench_decoder(repeats: int) -> list[tuple[str, float, float]]:
     rows_out = []
     for name, ref_call, our_call in (
         ("box", lambda: reference.predict(box=box, multimask_output=False), lambda: ours.predict(box=box)),
-        ("point", lambda: reference.predict(point_coords=point, point_labels=np.array([1]), multimask_output=False),
-         lambda: ours.predict(points=point)),
+        (
+            "point",
+            lambda: reference.predict(point_coords=point, point_labels=np.array([1]), multimask_output=False),
+            lambda: ours.predict(points=point),
+        ),
         ("point, UltraSam refinement (2 passes)", None, lambda: ours.predict(points=point, refine=True)),
     ):
         ref_time = timed(ref_call, repeats) if ref_call else float("nan")

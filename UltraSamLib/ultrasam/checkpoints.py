@@ -128,14 +128,18 @@ def extract_state_dict(container: Any, path: str | Path = "") -> "OrderedDict[st
     if not tensors:
         raise CheckpointError(f"checkpoint {path} holds no tensors under its state dict")
     if all(k.startswith("module.") for k in tensors):
-        tensors = OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+        tensors = OrderedDict((k[len("module.") :], v) for k, v in tensors.items())
     _check_finite(tensors, path)
     return tensors
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """NaN or Inf weights give empty masks and meaningless scores: refuse them by name."""
-    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [
+        (k, int((~torch.isfinite(v)).sum()))
+        for k, v in tensors.items()
+        if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if bad:
         names = ", ".join(f"{k} ({n} values)" for k, n in bad[:3]) + (" ..." if len(bad) > 3 else "")
         raise CheckpointError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensors: {names}")
@@ -147,7 +151,10 @@ def load_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
 
 
 def load_strict(
-    module: "torch.nn.Module", state_dict: Mapping[str, torch.Tensor], allow_missing: tuple[str, ...] = (), what: str = "checkpoint"
+    module: "torch.nn.Module",
+    state_dict: Mapping[str, torch.Tensor],
+    allow_missing: tuple[str, ...] = (),
+    what: str = "checkpoint",
 ) -> None:
     """``load_state_dict(strict=True)`` that names every missing, unexpected and mis-shaped tensor in
     one :class:`CheckpointError`; keys starting with ``allow_missing`` may be absent."""

@@ -67,7 +67,9 @@ def _rename(key: str, rules: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
-def ultrasam_to_sam(state_dict: Mapping[str, torch.Tensor], halve_decoder_mlp: bool = True) -> "OrderedDict[str, torch.Tensor]":
+def ultrasam_to_sam(
+    state_dict: Mapping[str, torch.Tensor], halve_decoder_mlp: bool = True
+) -> "OrderedDict[str, torch.Tensor]":
     """Map an UltraSam mmdet state dict onto ``segment_anything.Sam`` keys.
 
     Raises :class:`CheckpointError` naming any key the map does not know, so a variant checkpoint

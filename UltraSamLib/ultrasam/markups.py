@@ -216,7 +216,9 @@ def _control_points(markup: dict, what: str, path: Path) -> list[dict]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(cp, dict) for cp in value):
-        raise PromptError(f"{path}: 'controlPoints' of {what} must be a list of objects, got {_kind_of(value)} {_short(value)}")
+        raise PromptError(
+            f"{path}: 'controlPoints' of {what} must be a list of objects, got {_kind_of(value)} {_short(value)}"
+        )
     if len(value) > MAX_CONTROL_POINTS:
         raise PromptError(
             f"{path}: {what} has {len(value)} control points; at most {MAX_CONTROL_POINTS} are supported per file"
@@ -230,14 +232,20 @@ def _units_scale(markup: dict, name: str, path: Path) -> float:
     if isinstance(units, list):
         units = units[0] if units else "mm"
     if not isinstance(units, str) or units not in _UNITS:
-        raise PromptError(f"{path}: unsupported coordinateUnits {_short(units)} in markup {name!r}; expected 'mm' or 'um'")
+        raise PromptError(
+            f"{path}: unsupported coordinateUnits {_short(units)} in markup {name!r}; expected 'mm' or 'um'"
+        )
     return _UNITS[units]
 
 
-def _parse_point(cp: dict, index: int, name: str, path: Path, scale: float, to_lps: np.ndarray, negative: bool,
-                 number: int) -> MarkupPoint | None:
+def _parse_point(
+    cp: dict, index: int, name: str, path: Path, scale: float, to_lps: np.ndarray, negative: bool, number: int
+) -> MarkupPoint | None:
     """One control point of a point list; None when it is not placed yet."""
-    if _text(cp.get("positionStatus"), f"positionStatus of control point {index + 1} of {name!r}", path, "defined") in _SKIPPED_STATUS:
+    if (
+        _text(cp.get("positionStatus"), f"positionStatus of control point {index + 1} of {name!r}", path, "defined")
+        in _SKIPPED_STATUS
+    ):
         return None
     label = _text(cp.get("label"), f"label of control point {index + 1} of {name!r}", path) or f"{name}-{index + 1}"
     if "position" not in cp:
@@ -274,7 +282,9 @@ def _roi_axes(markup: dict, name: str, path: Path) -> np.ndarray:
 
 def _parse_roi(markup: dict, name: str, path: Path, scale: float, to_lps: np.ndarray) -> MarkupRoi:
     if markup.get("insideOut", False):
-        raise PromptError(f"{path}: ROI {name!r} is inside-out (it selects everything outside the box); it cannot be a box prompt")
+        raise PromptError(
+            f"{path}: ROI {name!r} is inside-out (it selects everything outside the box); it cannot be a box prompt"
+        )
     if "center" in markup and "size" in markup:
         center = _vector(markup["center"], f"ROI {name!r} center", path)
         size = _vector(markup["size"], f"ROI {name!r} size", path)
@@ -343,7 +353,9 @@ def read_markups(path: str | Path, negative: bool = False) -> Markups:
     rois: list[MarkupRoi] = []
     for markup in document["markups"]:
         if not isinstance(markup, dict):
-            raise PromptError(f"{path}: each entry of 'markups' must be an object, got {_kind_of(markup)} {_short(markup)}")
+            raise PromptError(
+                f"{path}: each entry of 'markups' must be an object, got {_kind_of(markup)} {_short(markup)}"
+            )
         new_points, new_rois = _parse_markup(markup, path, negative, len(points) + 1)
         points += new_points
         rois += new_rois
@@ -416,7 +428,9 @@ def write_mrk_json(
                     "positionStatus": "defined",
                 }
             )
-        markups.append({"type": "Fiducial", "coordinateSystem": system, "coordinateUnits": "mm", "controlPoints": control_points})
+        markups.append(
+            {"type": "Fiducial", "coordinateSystem": system, "coordinateUnits": "mm", "controlPoints": control_points}
+        )
     if roi is not None:
         center = np.asarray(roi.center, float) * from_lps
         axes = from_lps[:, None] * np.asarray(roi.axes, float)
@@ -431,7 +445,12 @@ def write_mrk_json(
                 "size": [_number(v) for v in roi.size],
                 "insideOut": False,
                 "controlPoints": [
-                    {"id": "1", "label": roi.name, "position": [_number(v) for v in center], "positionStatus": "defined"}
+                    {
+                        "id": "1",
+                        "label": roi.name,
+                        "position": [_number(v) for v in center],
+                        "positionStatus": "defined",
+                    }
                 ],
             }
         )

@@ -118,7 +118,9 @@ def check_mask_suffix(path: str | Path, one_frame: bool) -> None:
 def _check_single_file_format(path: Path) -> None:
     """A detached header's data file would keep its temporary name and outlive the atomic rename."""
     if path.name.lower().endswith(DETACHED_SUFFIXES):
-        raise ImageError(f"cannot write {path.name}: that format writes a second data file; use .nrrd, .nii(.gz) or .mha")
+        raise ImageError(
+            f"cannot write {path.name}: that format writes a second data file; use .nrrd, .nii(.gz) or .mha"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -410,13 +412,17 @@ def overlay_image(image: np.ndarray, mask: np.ndarray | None = None, prompts=Non
     return rgb
 
 
-def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray | None = None, prompts=None, overwrite: bool = False) -> Path:
+def write_overlay_png(
+    path: str | Path, image: np.ndarray, mask: np.ndarray | None = None, prompts=None, overwrite: bool = False
+) -> Path:
     """Save :func:`overlay_image` as a PNG."""
     data = _png_bytes(overlay_image(image, mask, prompts))
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite)
 
 
-def montage_indices(n_frames: int, masks: Mapping[int, np.ndarray], prompted: Sequence[int], max_tiles: int = 12) -> list[int]:
+def montage_indices(
+    n_frames: int, masks: Mapping[int, np.ndarray], prompted: Sequence[int], max_tiles: int = 12
+) -> list[int]:
     """Which frames a QC montage shows: every prompted frame, then evenly spread frames with a mask."""
     chosen = list(dict.fromkeys(int(n) for n in prompted))[:max_tiles]
     with_mask = [n for n in sorted(masks) if n not in chosen and masks[n] is not None and np.any(masks[n])]

@@ -102,7 +102,9 @@ def validate_points(
     bad = ~np.isfinite(xy).all(axis=1)
     if bad.any():
         n = int(np.argmax(bad))
-        raise PromptError(f"{_point_name(names, n)} {_pair(xy[n])}{_on(where)} has non-finite coordinates: points must be finite pixels")
+        raise PromptError(
+            f"{_point_name(names, n)} {_pair(xy[n])}{_on(where)} has non-finite coordinates: points must be finite pixels"
+        )
     if image_hw is not None:
         off = _off_image(xy, image_hw)
         if off.any():
@@ -127,10 +129,14 @@ def validate_boxes(
     values = _as_float(boxes, "box", where)
     rows = values[None] if values.ndim == 1 else values
     if rows.ndim != 2 or rows.shape[1] != 4 or len(rows) == 0:
-        raise PromptError(f"box{_on(where)} must be [x0, y0, x1, y1] or a (B, 4) array of them, got shape {np.shape(boxes)}")
+        raise PromptError(
+            f"box{_on(where)} must be [x0, y0, x1, y1] or a (B, 4) array of them, got shape {np.shape(boxes)}"
+        )
     default = ["box"] if values.ndim == 1 else [f"box {n + 1}" for n in range(len(rows))]
     named = [names[n] if n < len(names) else default[n] for n in range(len(rows))]
-    return np.stack([_checked_box(row, image_hw, f"{name} {_listed(row)}{_on(where)}") for row, name in zip(rows, named)])
+    return np.stack(
+        [_checked_box(row, image_hw, f"{name} {_listed(row)}{_on(where)}") for row, name in zip(rows, named)]
+    )
 
 
 def _checked_box(box: np.ndarray, image_hw: tuple[int, int] | None, label: str) -> np.ndarray:
@@ -139,7 +145,9 @@ def _checked_box(box: np.ndarray, image_hw: tuple[int, int] | None, label: str) 
         raise PromptError(f"{label} has non-finite coordinates: box edges must be finite pixels")
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (x1 - x0 >= MIN_BOX_SIDE and y1 - y0 >= MIN_BOX_SIDE):
-        raise PromptError(f"{label} is degenerate: {x1 - x0:.2f} x {y1 - y0:.2f} pixels (needs x1 - x0 >= 1 and y1 - y0 >= 1)")
+        raise PromptError(
+            f"{label} is degenerate: {x1 - x0:.2f} x {y1 - y0:.2f} pixels (needs x1 - x0 >= 1 and y1 - y0 >= 1)"
+        )
     if image_hw is None:
         return box
     height, width = image_hw
@@ -166,7 +174,9 @@ def _checked_labels(labels, count: int, where: str, names: tuple[str, ...]) -> n
         return np.ones(count, np.int64)
     values = np.array(labels)
     if values.shape != (count,):
-        raise PromptError(f"labels{_on(where)} of shape {values.shape} does not match the {count} points: give one label per point")
+        raise PromptError(
+            f"labels{_on(where)} of shape {values.shape} does not match the {count} points: give one label per point"
+        )
     valid = np.isin(values, (0, 1))
     if not valid.all():
         n = int(np.argmin(valid))
@@ -242,7 +252,7 @@ class FramePrompts:
 
     def _box_names(self) -> tuple[str, ...]:
         """The box's name when ``names`` has one past the points, else none (the rule names it ``box``)."""
-        return self.names[len(self.points):len(self.points) + 1]
+        return self.names[len(self.points) : len(self.points) + 1]
 
     @property
     def is_empty(self) -> bool:
@@ -323,14 +333,16 @@ def points_to_frames(stack: FrameStack, points: tuple[MarkupPoint, ...]) -> dict
         _check_point_count(int(count), f"{stack.axis} slice {int(n)}")
     out: dict[int, FramePrompts] = {}
     for n, start, count in zip(frames, starts, counts):
-        members = order[start:start + count]
+        members = order[start : start + count]
         labels = [0 if points[m].negative else 1 for m in members]
         names = tuple(points[m].describe() for m in members)
         out[int(n)] = FramePrompts(int(n), xys[members, :2], labels, None, names)
     return out
 
 
-def _check_points_on_stack(stack: FrameStack, points: tuple[MarkupPoint, ...], xys: np.ndarray, slabs: np.ndarray) -> None:
+def _check_points_on_stack(
+    stack: FrameStack, points: tuple[MarkupPoint, ...], xys: np.ndarray, slabs: np.ndarray
+) -> None:
     """Name the first point (in file order) outside every slab or off the image of its slice (the edge rule)."""
     height, width = stack.frame_shape
     last = len(stack) - 1
@@ -408,7 +420,9 @@ def roi_to_boxes(stack: FrameStack, roi: MarkupRoi) -> dict[int, np.ndarray]:
             reasons.append(str(exc))
     if not boxes:
         detail = reasons[0] if reasons else f"{roi.describe()} has no section on {stack.axis} slices {slices}"
-        raise PromptError(f"{detail}; no slice keeps a usable box (ROI spans {stack.axis} slices {slices[0]}..{slices[-1]})")
+        raise PromptError(
+            f"{detail}; no slice keeps a usable box (ROI spans {stack.axis} slices {slices[0]}..{slices[-1]})"
+        )
     return boxes
 
 
@@ -424,7 +438,9 @@ def prompts_from_markups(stack: FrameStack, markups: Markups) -> dict[int, Frame
         for n, box in roi_to_boxes(stack, roi).items():
             current = out.get(n, FramePrompts(n))
             if current.box is not None:
-                raise PromptError(f"{stack.axis} slice {n} has boxes from two ROIs ({current.names[-1]}, {roi.describe()}); give one ROI per object")
+                raise PromptError(
+                    f"{stack.axis} slice {n} has boxes from two ROIs ({current.names[-1]}, {roi.describe()}); give one ROI per object"
+                )
             out[n] = FramePrompts(n, current.points, current.labels, box, current.names + (roi.describe(),))
     return dict(sorted(out.items()))
 

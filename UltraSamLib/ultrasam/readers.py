@@ -200,7 +200,9 @@ def _pil_pages(image, path: str | Path) -> list[np.ndarray]:
     for page in ImageSequence.Iterator(image):
         total += page.size[0] * page.size[1]
         if total > MAX_FILE_VOXELS:
-            raise ImageError(f"image {path} is too large: more than {MAX_FILE_VOXELS:,} pixels in its pages (the limit per file)")
+            raise ImageError(
+                f"image {path} is too large: more than {MAX_FILE_VOXELS:,} pixels in its pages (the limit per file)"
+            )
         pages.append(_pil_array(page))
     return pages
 

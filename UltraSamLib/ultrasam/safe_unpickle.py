@@ -172,7 +172,9 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
     name: dtype for dtype, name in torch.storage._dtype_to_storage_type_map().items() if not name.startswith("Q")
 }
 _STORAGE_DTYPES["UntypedStorage"] = torch.uint8
-_DTYPES: dict[str, torch.dtype] = {n: getattr(torch, n) for n in dir(torch) if isinstance(getattr(torch, n), torch.dtype)}
+_DTYPES: dict[str, torch.dtype] = {
+    n: getattr(torch, n) for n in dir(torch) if isinstance(getattr(torch, n), torch.dtype)
+}
 
 
 class _StorageType:
@@ -289,9 +291,15 @@ class _Archive:
         except KeyError as exc:
             raise CheckpointError(f"checkpoint is truncated or corrupt: {self.path} lacks {name}") from exc
         if info.file_size > limit:
-            raise UnsafeCheckpoint(f"{name} in {self.path} is {info.file_size:,} bytes, more than the {limit:,} allowed")
-        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            raise UnsafeCheckpoint(f"{name} in {self.path} expands {info.file_size / max(info.compress_size, 1):.0f}-fold: refused")
+            raise UnsafeCheckpoint(
+                f"{name} in {self.path} is {info.file_size:,} bytes, more than the {limit:,} allowed"
+            )
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise UnsafeCheckpoint(
+                f"{name} in {self.path} expands {info.file_size / max(info.compress_size, 1):.0f}-fold: refused"
+            )
         try:
             with self.zip.open(info) as entry:
                 data = entry.read(limit + 1)
@@ -304,18 +312,31 @@ class _Archive:
     def storage(self, pid: tuple) -> _Storage:
         """The storage a persistent record names, its declared size checked before reading."""
         _, storage_type, key, _location, numel = pid
-        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or type(numel) is not int or numel < 0:
+        if (
+            not isinstance(storage_type, _StorageType)
+            or not isinstance(key, str)
+            or type(numel) is not int
+            or numel < 0
+        ):
             raise UnsafeCheckpoint(f"malformed storage record {str(pid)[:80]}")
         if key in self.storages:
             return self.storages[key]
         nbytes = numel * torch.empty((), dtype=storage_type.dtype).element_size()
         self.total += nbytes
         if self.total > MAX_TOTAL_STORAGE_BYTES:
-            raise UnsafeCheckpoint(f"checkpoint declares more than {MAX_TOTAL_STORAGE_BYTES:,} bytes of tensors: refused")
+            raise UnsafeCheckpoint(
+                f"checkpoint declares more than {MAX_TOTAL_STORAGE_BYTES:,} bytes of tensors: refused"
+            )
         data = self.read(f"{self.prefix}data/{key}", nbytes)
         if len(data) != nbytes:
-            raise CheckpointError(f"checkpoint is truncated or corrupt: storage {key} has {len(data)} bytes, not {nbytes}")
-        untyped = torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage() if nbytes else torch.UntypedStorage(0)
+            raise CheckpointError(
+                f"checkpoint is truncated or corrupt: storage {key} has {len(data)} bytes, not {nbytes}"
+            )
+        untyped = (
+            torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage()
+            if nbytes
+            else torch.UntypedStorage(0)
+        )
         self.storages[key] = _Storage(untyped, storage_type.dtype, numel)
         return self.storages[key]
 
@@ -345,7 +366,9 @@ def load(path: str | Path, *, allow_stubs: bool = True) -> Any:
         except CheckpointError:
             raise
         except Exception as exc:  # any malformed pickle (incl. RecursionError, MemoryError): one clear message
-            raise UnsafeCheckpoint(f"checkpoint cannot be read: {path} ({type(exc).__name__}: {str(exc)[:160]})") from exc
+            raise UnsafeCheckpoint(
+                f"checkpoint cannot be read: {path} ({type(exc).__name__}: {str(exc)[:160]})"
+            ) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,10 +464,14 @@ def _numpy_scalar(dtype: Any, raw: Any = b"") -> Any:
 
 
 _NUMPY_ALLOWED: dict[tuple[str, str], Any] = {
-    **{(module, "_reconstruct"): _Frozen("numpy _reconstruct", _pending_array)
-       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
-    **{(module, "scalar"): _Frozen("numpy scalar", _numpy_scalar)
-       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{
+        (module, "_reconstruct"): _Frozen("numpy _reconstruct", _pending_array)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
+    **{
+        (module, "scalar"): _Frozen("numpy scalar", _numpy_scalar)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
     ("numpy", "ndarray"): _Frozen("numpy.ndarray", _pending_array),
     ("numpy", "dtype"): _Frozen("numpy.dtype", _pending_dtype),
 }

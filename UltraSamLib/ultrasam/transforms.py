@@ -109,7 +109,9 @@ def resize_image(rgb: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return cv2.resize(rgb, (new_w, new_h), interpolation=_CV2_INTERPOLATION[spec.interpolation])
 
 
-def prepare_input(rgb: np.ndarray, spec: ModelSpec, device: torch.device | str = "cpu") -> tuple[torch.Tensor, InputGeometry]:
+def prepare_input(
+    rgb: np.ndarray, spec: ModelSpec, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, InputGeometry]:
     """8-bit RGB → normalised, padded ``[1, 3, S, S]`` float tensor and its geometry."""
     resized = resize_image(rgb, spec)
     tensor = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1).float()

@@ -128,9 +128,8 @@ class Volume:
 
     def same_geometry(self, other: "Volume", tolerance: float = 1e-6) -> bool:
         """True when both volumes share grid size, spacing, origin and direction."""
-        return (
-            self.array.shape[:3] == other.array.shape[:3]
-            and np.allclose(self.ijk_to_lps(), other.ijk_to_lps(), atol=tolerance, rtol=0)
+        return self.array.shape[:3] == other.array.shape[:3] and np.allclose(
+            self.ijk_to_lps(), other.ijk_to_lps(), atol=tolerance, rtol=0
         )
 
     def with_array(self, array: np.ndarray) -> "Volume":
@@ -212,7 +211,9 @@ def read_sitk_image(path: str | Path) -> sitk.Image:
             if not series:
                 raise ImageError(f"no DICOM series found in folder {path}")
             if len(series) > 1:
-                raise ImageError(f"folder {path} holds {len(series)} DICOM series; pass one file or a one-series folder")
+                raise ImageError(
+                    f"folder {path} holds {len(series)} DICOM series; pass one file or a one-series folder"
+                )
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
             return reader.Execute()
         return sitk.ReadImage(str(path))

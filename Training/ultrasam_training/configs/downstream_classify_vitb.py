@@ -6,11 +6,11 @@
 #       evaluation.sets.val.family=sam_vit_b evaluation.sets.test.family=sam_vit_b
 # LoRA / Med-SA: model.variant=lora | medsa. Linear probe: copy downstream_classify_linear_litemedsam.py
 # with encoder/family set to the ViT's (feature_dim 768).
-_base_ = ['./_downstream_classify_base.py']
+_base_ = ["./_downstream_classify_base.py"]
 
-run_title = 'BUSI 3-class, ViT-b encoder'
-_vit = dict(family='ultrasam')
-model = dict(encoder='ultrasam', family='ultrasam', variant='finetune')
+run_title = "BUSI 3-class, ViT-b encoder"
+_vit = dict(family="ultrasam")
+model = dict(encoder="ultrasam", family="ultrasam", variant="finetune")
 train_dataloader = dict(num_workers=4, dataset=_vit)
 val_dataloader = dict(num_workers=2, dataset=_vit)
 evaluation = dict(sets=dict(val=_vit, test=_vit))

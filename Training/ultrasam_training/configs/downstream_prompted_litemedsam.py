@@ -4,7 +4,7 @@
 # Another SAM model (e.g. UltraSam-Lite): --cfg-options model_source=PATH and the datasets' `model`
 # (simplest: copy this file), and model.feature_dim = 512 + its pre-neck width (ViT-b: 1280).
 # 2000 iterations of batch 8 on cached descriptors: about a minute on a CPU after the one-off caching.
-_base_ = ['./_downstream_prompted_base.py']
+_base_ = ["./_downstream_prompted_base.py"]
 
-run_title = 'BUSI lesion benign/malignant from one prompt, LiteMedSAM'
+run_title = "BUSI lesion benign/malignant from one prompt, LiteMedSAM"
 optim_wrapper = dict(optimizer=dict(lr=1e-3))

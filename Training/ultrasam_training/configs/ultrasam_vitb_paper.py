@@ -10,31 +10,41 @@
 # Training data: the merged class-agnostic US-43d files written by the data pipeline
 # (`ultrasam data build ... --out work_dirs/us43d`). On 4 GPUs:
 #   torchrun --nproc_per_node 4 -m ultrasam.cli train ultrasam_vitb_paper --launcher pytorch
-_base_ = ['./_ultrasam_base.py']
+_base_ = ["./_ultrasam_base.py"]
 
-us43d_root = 'work_dirs/us43d'
-init_checkpoint = 'sam_vit_b'
+us43d_root = "work_dirs/us43d"
+init_checkpoint = "sam_vit_b"
 
 model = dict(
     init_checkpoint=init_checkpoint,
-    family='ultrasam',
+    family="ultrasam",
     # The original wrapped the decoder MLP in mmcv's FFN, which adds the residual twice; starting
     # from SAM weights it therefore computed norm3(2q + mlp(q)) at step 0. Halving lin2 in SAM's
     # block reproduces that function exactly (LayerNorm is scale-invariant, up to its eps).
-    halve_decoder_mlp=True)
+    halve_decoder_mlp=True,
+)
 
-train_dataloader = dict(
-    dataset=dict(ann_file=us43d_root + '/annotations/train.json', max_instances=20))
+train_dataloader = dict(dataset=dict(ann_file=us43d_root + "/annotations/train.json", max_instances=20))
 
 custom_hooks = [
-    dict(type='RngStateHook'),
-    dict(type='ExportWeightsHook', interval=2000),
-    dict(type='CurvePlotHook'),
-    dict(type='PredictorValHook', ann_file=us43d_root + '/annotations/val.json', interval=5000,
-         prompts=['point', 'box'], refine=True, max_images=500),
+    dict(type="RngStateHook"),
+    dict(type="ExportWeightsHook", interval=2000),
+    dict(type="CurvePlotHook"),
+    dict(
+        type="PredictorValHook",
+        ann_file=us43d_root + "/annotations/val.json",
+        interval=5000,
+        prompts=["point", "box"],
+        refine=True,
+        max_images=500,
+    ),
 ]
 
 evaluation = dict(
     sets=dict(
-        us43d_test=us43d_root + '/annotations/test.json',
-        busi='shared:test_busi', hc18='shared:test_hc18', mmotu='shared:test_mmotu'))
+        us43d_test=us43d_root + "/annotations/test.json",
+        busi="shared:test_busi",
+        hc18="shared:test_hc18",
+        mmotu="shared:test_mmotu",
+    )
+)

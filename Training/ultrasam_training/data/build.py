@@ -102,7 +102,9 @@ def _prepare_part(
 def _split_notes(name: str, result: SplitResult) -> list[str]:
     notes = [f"{name}: split {result.counts()}"]
     for split, paths in result.missing.items():
-        notes.append(f"{name}: {len(paths)} {split} paths of the split list are not in the converted set (e.g. {paths[0]})")
+        notes.append(
+            f"{name}: {len(paths)} {split} paths of the split list are not in the converted set (e.g. {paths[0]})"
+        )
     if result.unassigned:
         notes.append(f"{name}: {len(result.unassigned)} converted images are in no split list and were left out")
     return notes
@@ -121,7 +123,10 @@ def _check_outputs(paths: Mapping[str, Path], if_exists: str) -> bool:
 
 
 def _write_outputs(
-    outputs: Mapping[str, Sequence[tuple[dict, Path]]], out_root: Path, file_names: Mapping[str, str], result: BuildResult
+    outputs: Mapping[str, Sequence[tuple[dict, Path]]],
+    out_root: Path,
+    file_names: Mapping[str, str],
+    result: BuildResult,
 ) -> None:
     for name, parts in outputs.items():
         if not parts:

@@ -34,7 +34,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for info in datasets:
         status = "yes" if info.converter_module else "-"
         print(f"{info.key:<30} {info.name:<30} {info.organ:<28} {status:<9} {info.licence}")
-    print(f"{len(datasets)} datasets, {len(registry.with_converter())} convertible (plus 'generic' for image/mask folders)")
+    print(
+        f"{len(datasets)} datasets, {len(registry.with_converter())} convertible (plus 'generic' for image/mask folders)"
+    )
     return 0
 
 
@@ -78,10 +80,16 @@ def _convert_options(args: argparse.Namespace) -> ConvertOptions:
     from ultrasam_training.data.convert.options import ConvertOptions
 
     if args.keep_normal:
-        print("--keep-normal is deprecated: use --keep-empty (BUSI's normal images are the ones without a lesion)",
-              file=sys.stderr)
-    keywords: dict = {"image_mode": _image_mode(args), "overwrite": args.overwrite, "limit": args.limit,
-                      "keep_empty": args.keep_empty or args.keep_normal}
+        print(
+            "--keep-normal is deprecated: use --keep-empty (BUSI's normal images are the ones without a lesion)",
+            file=sys.stderr,
+        )
+    keywords: dict = {
+        "image_mode": _image_mode(args),
+        "overwrite": args.overwrite,
+        "limit": args.limit,
+        "keep_empty": args.keep_empty or args.keep_normal,
+    }
     keywords.update(_parse_options(args.option or []))
     if args.name == GENERIC:
         keywords.update(_generic_options(args))
@@ -161,7 +169,9 @@ def _cmd_agnostic(args: argparse.Namespace) -> int:
     if Path(args.input).resolve() == Path(args.output).resolve():
         raise DatasetError("write the class-agnostic file to a new path, not over its input")
     coco = make_class_agnostic(load_coco(args.input))
-    print(f"{write_coco(coco, args.output, overwrite=args.overwrite)}: {len(coco['annotations'])} instances, 1 category")
+    print(
+        f"{write_coco(coco, args.output, overwrite=args.overwrite)}: {len(coco['annotations'])} instances, 1 category"
+    )
     return 0
 
 
@@ -171,7 +181,9 @@ def _cmd_filter(args: argparse.Namespace) -> int:
 
     if Path(args.input).resolve() == Path(args.output).resolve():
         raise DatasetError("write the filtered file to a new path, not over its input")
-    coco, report = filter_small_objects(load_coco(args.input), min_pixels=args.min_pixels, min_fraction=args.min_fraction)
+    coco, report = filter_small_objects(
+        load_coco(args.input), min_pixels=args.min_pixels, min_fraction=args.min_fraction
+    )
     print(report.summary())
     if args.max_instances:
         coco, cap_report = cap_instances(coco, args.max_instances, policy=args.cap_policy)
@@ -199,11 +211,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--limit", type=int, help="convert only the first N images")
     p.add_argument("--keep-normal", action="store_true", help="deprecated: same as --keep-empty")
-    p.add_argument("--keep-empty", action="store_true",
-                   help="keep images, frames and slices without any annotated structure (left out by default)")
-    p.add_argument("--option", action="append", metavar="NAME=VALUE",
-                   help="a dataset-specific converter option, e.g. test_fold=2 (BUS-BRA), frame_offset=0 (EchoNet-Pediatric); "
-                        "see the converter's docstring")
+    p.add_argument(
+        "--keep-empty",
+        action="store_true",
+        help="keep images, frames and slices without any annotated structure (left out by default)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a dataset-specific converter option, e.g. test_fold=2 (BUS-BRA), frame_offset=0 (EchoNet-Pediatric); "
+        "see the converter's docstring",
+    )
     g = p.add_argument_group("generic converter")
     g.add_argument("--dataset", help="dataset name used in file names (default 'generic')")
     g.add_argument("--image-dir", default="images", help="image folder inside RAW_DIR")

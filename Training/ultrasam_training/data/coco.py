@@ -172,7 +172,9 @@ class CocoBuilder:
             added += 1
         return added
 
-    def add_label_map(self, image_id: int, label_map: np.ndarray, value_to_category: Mapping[int, int], **extra: Any) -> int:
+    def add_label_map(
+        self, image_id: int, label_map: np.ndarray, value_to_category: Mapping[int, int], **extra: Any
+    ) -> int:
         """Add the components of ``label_map == value`` for every mapped value; returns how many."""
         return sum(
             self.add_mask(image_id, label_map == value, category_id, **extra)
@@ -298,8 +300,10 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO", unique_annot
             _check_id(value, f"{source}: annotation id")
     duplicates = _duplicate_ids(raw_ann_ids)
     if duplicates and unique_annotation_ids:
-        raise DatasetError(f"{source}: annotation id {duplicates[0]!r} is used more than once "
-                           f"({len(duplicates)} duplicate(s)); each instance must have its own id")
+        raise DatasetError(
+            f"{source}: annotation id {duplicates[0]!r} is used more than once "
+            f"({len(duplicates)} duplicate(s)); each instance must have its own id"
+        )
     keep_ann_ids = all(_is_portable_id(v) for v in raw_ann_ids) and not duplicates
     annotations = []
     for index, annotation in enumerate(raw["annotations"]):
@@ -335,7 +339,9 @@ def normalise_coco(raw: Mapping[str, Any], *, source: str = "COCO", unique_annot
         if entry.get("bbox") is None:
             entry["bbox"] = rle_bbox(rle)
         annotations.append(entry)
-    result = {key: copy.deepcopy(value) for key, value in raw.items() if key not in ("images", "annotations", "categories")}
+    result = {
+        key: copy.deepcopy(value) for key, value in raw.items() if key not in ("images", "annotations", "categories")
+    }
     result.update({"images": images, "annotations": annotations, "categories": categories})
     return result
 

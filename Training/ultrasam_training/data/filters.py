@@ -26,7 +26,9 @@ MIN_FRACTION = 1e-4
 CAP_POLICIES = ("report", "keep_largest")
 
 
-def small_threshold(height: int, width: int, *, min_pixels: int = MIN_PIXELS, min_fraction: float = MIN_FRACTION) -> float:
+def small_threshold(
+    height: int, width: int, *, min_pixels: int = MIN_PIXELS, min_fraction: float = MIN_FRACTION
+) -> float:
     """Area (px) below which an instance of an image ``height`` x ``width`` counts as small."""
     return max(float(min_pixels), min_fraction * height * width)
 
@@ -112,15 +114,19 @@ def cap_instances(coco: Mapping[str, Any], max_instances: int, *, policy: str = 
         per_image.setdefault(annotation["image_id"], []).append(annotation)
     images = {image["id"]: image for image in coco["images"]}
     dropped: set = set()
-    for image_id, annotations in per_image.items():
-        if len(annotations) <= max_instances:
+    for image_id, image_annotations in per_image.items():
+        if len(image_annotations) <= max_instances:
             continue
         image = images[image_id]
         report.over_cap.append(
-            {"dataset": image.get("dataset", ""), "source_path": image.get("source_path"), "instances": len(annotations)}
+            {
+                "dataset": image.get("dataset", ""),
+                "source_path": image.get("source_path"),
+                "instances": len(image_annotations),
+            }
         )
         if policy == "keep_largest":
-            ranked = sorted(annotations, key=lambda a: (-a["area"], a["id"]))
+            ranked = sorted(image_annotations, key=lambda a: (-a["area"], a["id"]))
             for annotation in ranked[max_instances:]:
                 report.removed.append(_removal_record(image, annotation, f"beyond the {max_instances} largest"))
                 dropped.add(id(annotation))

@@ -87,7 +87,9 @@ def read_gray_mask(path: str | Path) -> np.ndarray:
     array = read_array(path)
     if array.ndim == 3:
         channels = array[..., :3]
-        if not (np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(channels[..., 0], channels[..., 2])):
+        if not (
+            np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(channels[..., 0], channels[..., 2])
+        ):
             raise DatasetError(f"{path} is a colour mask; give colour=(r, g, b) category values to use it")
         array = channels[..., 0]
     return array

@@ -61,8 +61,10 @@ def image_size_problem(height: Any, width: Any) -> str | None:
     if rows is None or cols is None or rows <= 0 or cols <= 0:
         return f"height/width {height!r}x{width!r} are not positive integers"
     if rows * cols > MAX_IMAGE_PIXELS:
-        return (f"size {rows}x{cols} = {rows * cols:,} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel cap "
-                "(ultrasam_training.data.limits.MAX_IMAGE_PIXELS)")
+        return (
+            f"size {rows}x{cols} = {rows * cols:,} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel cap "
+            "(ultrasam_training.data.limits.MAX_IMAGE_PIXELS)"
+        )
     return None
 
 
@@ -91,7 +93,7 @@ def check_volume_size(size: Sequence[int], where: str) -> None:
     """Refuse a volume whose header declares more than ``MAX_VOLUME_VOXELS``, or slices over ``MAX_IMAGE_PIXELS``."""
     dims = [int(v) for v in size]
     count = math.prod(dims)
-    largest_slice = max((a * b for i, a in enumerate(dims) for b in dims[i + 1:]), default=count)
+    largest_slice = max((a * b for i, a in enumerate(dims) for b in dims[i + 1 :]), default=count)
     if count > MAX_VOLUME_VOXELS or largest_slice > MAX_IMAGE_PIXELS:
         raise DatasetError(
             f"{where}: header declares {'x'.join(map(str, dims))} = {count:,} voxels, over the "

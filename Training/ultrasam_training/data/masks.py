@@ -135,7 +135,9 @@ def _check_compressed_runs(counts: str, height: int, width: int) -> None:
         raise DatasetError("compressed RLE is corrupt (a run of negative length)")
     total = int(runs.sum())
     if total != height * width:
-        raise DatasetError(f"compressed RLE is corrupt (its runs cover {total} pixels, not height x width = {height * width})")
+        raise DatasetError(
+            f"compressed RLE is corrupt (its runs cover {total} pixels, not height x width = {height * width})"
+        )
 
 
 def _check_polygon_extent(polygons: list[list[float]], height: int, width: int) -> None:

@@ -64,7 +64,9 @@ def merge_cocos(
             images.append(new_image)
         for annotation in part["annotations"]:
             if annotation["image_id"] not in image_map:
-                raise DatasetError(f"merge_cocos: part {index} annotation refers to unknown image {annotation['image_id']!r}")
+                raise DatasetError(
+                    f"merge_cocos: part {index} annotation refers to unknown image {annotation['image_id']!r}"
+                )
             new_annotation = copy.deepcopy(annotation)
             new_annotation.update(
                 id=len(annotations) + 1,

@@ -82,7 +82,9 @@ def split_train_val(coco: Mapping[str, Any], *, val_fraction: float = 0.05, seed
     return SplitResult({name: subset(coco, ids) for name, ids in assigned.items()})
 
 
-def apply_splits(coco: Mapping[str, Any], section: Mapping[str, Sequence[str]], *, key: str = "source_path") -> SplitResult:
+def apply_splits(
+    coco: Mapping[str, Any], section: Mapping[str, Sequence[str]], *, key: str = "source_path"
+) -> SplitResult:
     """Split by fixed lists of ``source_path`` values (one section of ``splits.json``).
 
     Listed paths absent from the COCO (e.g. BUSI ``normal`` images, excluded by the converter)

@@ -132,7 +132,11 @@ def stats_of_root(root: str | Path) -> list[DatasetStats]:
     cocos = []
     for path in find_coco_files(root):
         data = read_json(path)
-        if isinstance(data, Mapping) and isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list):
+        if (
+            isinstance(data, Mapping)
+            and isinstance(data.get("images"), list)
+            and isinstance(data.get("annotations"), list)
+        ):
             cocos.append(data)
     if not cocos:
         raise DatasetError(f"no COCO files under {root}")

@@ -30,7 +30,9 @@ def _key(value: Any) -> Any:
 
 
 def _id_problems(kind: str, values: list[Any], portable_ids: bool) -> list[str]:
-    problems = [f"{kind} id {value!r} used {count} times" for value, count in Counter(map(_key, values)).items() if count > 1]
+    problems = [
+        f"{kind} id {value!r} used {count} times" for value, count in Counter(map(_key, values)).items() if count > 1
+    ]
     for value in values:
         if value is None:
             continue
@@ -80,8 +82,11 @@ def _area_problem(given: Any, area: int, tolerance: float) -> str | None:
 
 
 def _bbox_problem(bbox: Any, expected: list[float], tolerance: float) -> str | None:
-    if not (isinstance(bbox, list) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+    if not (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    ):
         return f"bbox {bbox!r} is not [x, y, w, h]"
     if not all(is_finite_number(v) for v in bbox):
         return f"bbox {bbox} holds a non-finite value"
@@ -175,13 +180,17 @@ def validate(
             continue
         quirk = _encoding_quirk(annotation.get("segmentation"))
         if quirk:
-            problems.append(f"{where}: {quirk}; pycocotools-based loaders reject it (re-save via load_coco + write_coco)")
+            problems.append(
+                f"{where}: {quirk}; pycocotools-based loaders reject it (re-save via load_coco + write_coco)"
+            )
         area = rle_area(rle)
         if area == 0:
             problems.append(f"{where}: empty mask")
             continue
-        for problem in (_area_problem(annotation.get("area"), area, area_tolerance),
-                        _bbox_problem(annotation.get("bbox"), rle_bbox(rle), bbox_tolerance)):
+        for problem in (
+            _area_problem(annotation.get("area"), area, area_tolerance),
+            _bbox_problem(annotation.get("bbox"), rle_bbox(rle), bbox_tolerance),
+        ):
             if problem:
                 problems.append(f"{where}: {problem}")
     problems += _id_problems("annotation", ann_ids, portable_ids)

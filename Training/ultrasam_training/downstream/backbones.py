@@ -37,8 +37,15 @@ class MissingWeights(TrainingError):
     """A baseline whose weights are not on this machine (the run is skipped, not failed)."""
 
 
-def build_encoder_features(source: str, family: str | None, variant: str, lora: dict | None = None,
-                           medsa: dict | None = None, seed: int = 0, freeze_batchnorm: bool = True):
+def build_encoder_features(
+    source: str,
+    family: str | None,
+    variant: str,
+    lora: dict | None = None,
+    medsa: dict | None = None,
+    seed: int = 0,
+    freeze_batchnorm: bool = True,
+):
     """(``EncoderFeatures``, model spec) of ``source`` prepared for ``variant``."""
     from ultrasam_training.downstream.encoders import open_encoder
 
@@ -74,7 +81,8 @@ def find_resnet50_weights(path: str | None = None) -> Path:
             return candidate
     raise MissingWeights(
         "ImageNet ResNet-50 weights not found (looked at " + ", ".join(map(str, candidates)) + "); they cannot be "
-        "downloaded here: copy torchvision's resnet50-0676ba61.pth there, or pass model.resnet_weights=PATH")
+        "downloaded here: copy torchvision's resnet50-0676ba61.pth there, or pass model.resnet_weights=PATH"
+    )
 
 
 class ResNet50Features(nn.Module):
@@ -94,8 +102,9 @@ class ResNet50Features(nn.Module):
             state = extract_state_dict(read_checkpoint(path), str(path))  # restricted reader: no pickled code runs
             net.load_state_dict(state, strict=True)
             log.info("ResNet-50 ImageNet weights from %s", path)
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                                  net.layer1, net.layer2, net.layer3, net.layer4)
+        self.body = nn.Sequential(
+            net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+        )
         if variant in ("linear", "frozen"):
             self.body.requires_grad_(False)
         self.level_channels = [256, 512, 1024, 2048]

@@ -120,8 +120,9 @@ def classification_items(data_root: str | Path, split: str, per_class: int | Non
     return _balanced(items, [i.label for i in items], per_class)
 
 
-def lesion_images(data_root: str | Path, split: str, splits_root: str | Path = "work_dirs/data",
-                  per_class: int | None = None) -> list[LesionImage]:
+def lesion_images(
+    data_root: str | Path, split: str, splits_root: str | Path = "work_dirs/data", per_class: int | None = None
+) -> list[LesionImage]:
     """The BUSI images of ``split`` that hold lesions, with their instances and class.
 
     Builds (or reuses) the project's shared COCO splits under ``splits_root``.
@@ -144,14 +145,16 @@ def lesion_images(data_root: str | Path, split: str, splits_root: str | Path = "
         if len(labels) != 1:
             raise TrainingError(f"BUSI image {image.get('source_path')} has no single lesion class ({labels})")
         label = LESION_CLASSES.index(labels[0])
-        images.append(LesionImage(
-            key=str(image.get("source_path") or image["file_name"]),
-            path=resolve_image_path(ann_file, image["file_name"]),
-            image_id=int(image["id"]),
-            height=int(image["height"]),
-            width=int(image["width"]),
-            lesions=[Lesion(a, label) for a in by_image[image["id"]]],
-        ))
+        images.append(
+            LesionImage(
+                key=str(image.get("source_path") or image["file_name"]),
+                path=resolve_image_path(ann_file, image["file_name"]),
+                image_id=int(image["id"]),
+                height=int(image["height"]),
+                width=int(image["width"]),
+                lesions=[Lesion(a, label) for a in by_image[image["id"]]],
+            )
+        )
     if not images:
         raise TrainingError(f"no BUSI lesion in {ann_file}")
     return _balanced(images, [i.lesions[0].label for i in images], per_class)

@@ -78,10 +78,22 @@ class BusiImageDataset(Dataset):
     classes = busi.IMAGE_CLASSES
     metainfo = {"classes": busi.IMAGE_CLASSES}
 
-    def __init__(self, split: str, data_root: str, mode: str = "pixels", family: str = "litemedsam",
-                 input_size: int | None = None, encoder: str | None = None, pool: str = "pre_neck",
-                 feature_dir: str = "work_dirs/cache/downstream_features", flips: Sequence[bool] = (False,),
-                 flip_prob: float = 0.0, per_class: int | None = None, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        split: str,
+        data_root: str,
+        mode: str = "pixels",
+        family: str = "litemedsam",
+        input_size: int | None = None,
+        encoder: str | None = None,
+        pool: str = "pre_neck",
+        feature_dir: str = "work_dirs/cache/downstream_features",
+        flips: Sequence[bool] = (False,),
+        flip_prob: float = 0.0,
+        per_class: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         if mode not in ("pixels", "features"):
             raise TrainingError(f"mode must be pixels or features, not {mode!r}")
         self.split = split
@@ -98,8 +110,9 @@ class BusiImageDataset(Dataset):
             from ultrasam_training.downstream.feature_cache import pooled_features
             from ultrasam_training.train.dataset import read_rgb
 
-            self.features = pooled_features([i.path for i in self.items], read_rgb, encoder, family, feature_dir,
-                                            flips=flips, progress=progress)
+            self.features = pooled_features(
+                [i.path for i in self.items], read_rgb, encoder, family, feature_dir, flips=flips, progress=progress
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -149,11 +162,23 @@ class DownstreamClassifier(BaseModel):
         focal: ``dict(alpha=0.25, gamma=2.0)``.
     """
 
-    def __init__(self, num_classes: int, encoder: str | None = None, family: str | None = None,
-                 variant: str = "linear", pool: str = "pre_neck", cached: bool = False, feature_dim: int | None = None,
-                 head: dict | None = None, focal: dict | None = None, lora: dict | None = None,
-                 medsa: dict | None = None, resnet_weights: str | None = None, seed: int = 0,
-                 data_preprocessor: dict | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str | None = None,
+        family: str | None = None,
+        variant: str = "linear",
+        pool: str = "pre_neck",
+        cached: bool = False,
+        feature_dim: int | None = None,
+        head: dict | None = None,
+        focal: dict | None = None,
+        lora: dict | None = None,
+        medsa: dict | None = None,
+        resnet_weights: str | None = None,
+        seed: int = 0,
+        data_preprocessor: dict | None = None,
+    ) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
         self.num_classes = num_classes
         self.cached = cached
@@ -195,8 +220,9 @@ class DownstreamClassifier(BaseModel):
         out = self.features(inputs, with_levels=False, with_neck=self.pool == "neck")
         return masked_mean(out.neck if self.pool == "neck" else out.pre_neck, valid)
 
-    def forward(self, inputs: Tensor, labels: Tensor | None = None, valid: Tensor | None = None,
-                mode: str = "loss", **_: Any):
+    def forward(
+        self, inputs: Tensor, labels: Tensor | None = None, valid: Tensor | None = None, mode: str = "loss", **_: Any
+    ):
         logits = self.head(self.descriptor(inputs, valid))
         if mode == "tensor":
             return logits
@@ -287,5 +313,8 @@ class CostRecordHook(Hook):
     @property
     def stats(self) -> dict[str, float]:
         times = self.seconds[1:] or self.seconds  # the first iteration carries one-off set-up
-        return {"trainable_parameters": self.parameters[0], "total_parameters": self.parameters[1],
-                "seconds_per_iteration": float(np.median(times)) if times else float("nan")}
+        return {
+            "trainable_parameters": self.parameters[0],
+            "total_parameters": self.parameters[1],
+            "seconds_per_iteration": float(np.median(times)) if times else float("nan"),
+        }

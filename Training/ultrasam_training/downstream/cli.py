@@ -24,8 +24,14 @@ def _run(args: argparse.Namespace) -> int:
     from ultrasam_training.downstream.run import run_downstream
     from ultrasam_training.train.runner import parse_cfg_options
 
-    run_downstream(args.task, args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options),
-                   resume=args.resume, evaluate_only=args.evaluate)
+    run_downstream(
+        args.task,
+        args.config,
+        work_dir=args.work_dir,
+        cfg_options=parse_cfg_options(args.cfg_options),
+        resume=args.resume,
+        evaluate_only=args.evaluate,
+    )
     return 0
 
 
@@ -33,8 +39,9 @@ def _compare(args: argparse.Namespace) -> int:
     from ultrasam.atomic import write_text_atomic
     from ultrasam_training.downstream.paired import compare_runs, markdown_table
 
-    result = compare_runs(args.base, args.new, set_name=args.set, metric=args.metric, bootstrap=args.bootstrap,
-                          seed=args.seed)
+    result = compare_runs(
+        args.base, args.new, set_name=args.set, metric=args.metric, bootstrap=args.bootstrap, seed=args.seed
+    )
     table = markdown_table([result])
     print(table, end="")
     if args.out:
@@ -46,12 +53,18 @@ def _compare(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ultrasam downstream`` with its task sub-commands."""
-    parser = subparsers.add_parser("downstream", help="downstream benchmarks of an encoder (research, not diagnosis)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "downstream",
+        help="downstream benchmarks of an encoder (research, not diagnosis)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    helps = {"classify": "image classification on pooled encoder features (paper §8.1)",
-             "segment": "Mask2Former instance segmentation on the encoder's feature levels (§8.2)",
-             "prompted": "a lesion's class from one box or click, from the decoder's output (§8.3)"}
+    helps = {
+        "classify": "image classification on pooled encoder features (paper §8.1)",
+        "segment": "Mask2Former instance segmentation on the encoder's feature levels (§8.2)",
+        "prompted": "a lesion's class from one box or click, from the decoder's output (§8.3)",
+    }
     for task, text in helps.items():
         sub = tasks.add_parser(task, help=text)
         sub.add_argument("config", help="config file or packaged name, e.g. downstream_classify_linear_litemedsam")
@@ -63,8 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare = tasks.add_parser("compare", help="paired comparison of two downstream runs on the same test items")
     compare.add_argument("base", help="work dir (or results folder) of the reference run")
     compare.add_argument("new", help="work dir (or results folder) of the run under test")
-    compare.add_argument("--set", default="test",
-                         help="evaluation set name (default test; prompted: test_box, test_point)")
+    compare.add_argument(
+        "--set", default="test", help="evaluation set name (default test; prompted: test_box, test_point)"
+    )
     compare.add_argument("--metric", choices=ITEM_METRICS, default="correct", help="per-item value (default correct)")
     compare.add_argument("--bootstrap", type=int, default=10_000)
     compare.add_argument("--seed", type=int, default=0)

@@ -78,7 +78,7 @@ class EncoderFeatures(nn.Module):
             config = encoder.config
             self.level_indices = tuple(range(len(config.embed_dims)))
             self.level_channels = list(config.embed_dims)
-            strides, stride = [], config.stem_stride ** 2
+            strides, stride = [], config.stem_stride**2
             for i in range(len(config.embed_dims)):
                 strides.append(stride)
                 if i < len(config.merge_strides):
@@ -247,4 +247,3 @@ def open_encoder(source: str, family: str | None = None, fast: bool = True):
     from ultrasam.models import open_model
 
     return open_model(source, family=family, device="cpu", fast=fast)
-

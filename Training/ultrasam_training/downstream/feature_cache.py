@@ -70,8 +70,14 @@ def store_unflipped(folder: Path, path: Path, pre_neck: np.ndarray, neck: np.nda
     folder.mkdir(parents=True, exist_ok=True)
     entry = folder / f"{content_digest(path)}.npz"
     if not _entry_valid(entry, (False,)):
-        _save_entry(entry, {"pre_neck": np.asarray(pre_neck, np.float32).reshape(1, -1),
-                            "neck": np.asarray(neck, np.float32).reshape(1, -1)}, (False,))
+        _save_entry(
+            entry,
+            {
+                "pre_neck": np.asarray(pre_neck, np.float32).reshape(1, -1),
+                "neck": np.asarray(neck, np.float32).reshape(1, -1),
+            },
+            (False,),
+        )
 
 
 def _save_entry(path: Path, arrays: dict[str, np.ndarray], flips: tuple[bool, ...]) -> None:
@@ -106,7 +112,7 @@ def pooled_features(
         features = EncoderFeatures(encoder)
         bar = tqdm(total=len(unique_todo), desc="caching pooled features", unit="img", disable=not progress)
         for start in range(0, len(unique_todo), batch_size):
-            chunk = unique_todo[start:start + batch_size]
+            chunk = unique_todo[start : start + batch_size]
             tensors, valid = [], []
             for i in chunk:
                 rgb = load_rgb(Path(paths[i]))
@@ -118,8 +124,10 @@ def pooled_features(
             with torch.inference_mode():
                 out = features(torch.cat(tensors), with_levels=False, with_neck=True)
                 valid_t = torch.tensor(valid)
-                pooled = {"pre_neck": masked_mean(out.pre_neck, valid_t).numpy(),
-                          "neck": masked_mean(out.neck, valid_t).numpy()}
+                pooled = {
+                    "pre_neck": masked_mean(out.pre_neck, valid_t).numpy(),
+                    "neck": masked_mean(out.neck, valid_t).numpy(),
+                }
             for j, i in enumerate(chunk):
                 rows = slice(j * len(flips), (j + 1) * len(flips))
                 arrays = {k: v[rows].astype(np.float32) for k, v in pooled.items()}

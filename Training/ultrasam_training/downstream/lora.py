@@ -20,8 +20,9 @@ from torch import nn
 from ultrasam_training.train.errors import TrainingError
 
 
-def add_lora(encoder: nn.Module, rank: int = 16, alpha: float = 16, dropout: float = 0.1,
-             targets: Sequence[str] = ("qkv",)) -> nn.Module:
+def add_lora(
+    encoder: nn.Module, rank: int = 16, alpha: float = 16, dropout: float = 0.1, targets: Sequence[str] = ("qkv",)
+) -> nn.Module:
     """Inject LoRA into ``encoder`` in place; afterwards only ``lora_`` parameters require grad."""
     try:
         from peft import LoraConfig, inject_adapter_in_model

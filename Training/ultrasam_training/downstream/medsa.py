@@ -95,6 +95,6 @@ def add_medsa(encoder: nn.Module, ratio: float = 0.25, scale: float = 0.5, train
     for name, parameter in encoder.named_parameters():
         if "_adapter" in name:
             parameter.requires_grad_(True)
-    for block in blocks[len(blocks) - trainable_last_blocks:] if trainable_last_blocks > 0 else []:
+    for block in blocks[len(blocks) - trainable_last_blocks :] if trainable_last_blocks > 0 else []:
         block.requires_grad_(True)
     return encoder

@@ -110,8 +110,9 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, resamples: int =
     return Estimate(float(value), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5)), n)
 
 
-def classification_summary(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
-                           resamples: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+def classification_summary(
+    labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], resamples: int = 2000, seed: int = 0
+) -> dict[str, Estimate]:
     """Macro-F1, accuracy, AUROC (macro one-vs-rest; binary: the positive class) and per-class F1 with CIs."""
     labels = np.asarray(labels, int)
     probabilities = np.asarray(probabilities, float)
@@ -122,6 +123,7 @@ def classification_summary(labels: np.ndarray, probabilities: np.ndarray, classe
         "accuracy": lambda i: accuracy(labels[i], predicted[i]),
         "auroc": lambda i: macro_auroc(labels[i], probabilities[i]),
     }
+
     def class_f1(c: int) -> Callable[[np.ndarray], float]:
         return lambda i: float(f1_per_class(confusion_matrix(labels[i], predicted[i], k))[c])
 
@@ -133,5 +135,8 @@ def classification_summary(labels: np.ndarray, probabilities: np.ndarray, classe
 def point_metrics(labels: np.ndarray, probabilities: np.ndarray, num_classes: int) -> Mapping[str, float]:
     """The same metrics without intervals (validation during training)."""
     predicted = np.asarray(probabilities).argmax(axis=1)
-    return {"macro_f1": macro_f1(labels, predicted, num_classes), "accuracy": accuracy(labels, predicted),
-            "auroc": macro_auroc(labels, probabilities)}
+    return {
+        "macro_f1": macro_f1(labels, predicted, num_classes),
+        "accuracy": accuracy(labels, predicted),
+        "auroc": macro_auroc(labels, probabilities),
+    }

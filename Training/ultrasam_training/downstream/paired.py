@@ -33,18 +33,30 @@ def read_items(run_dir: str | Path, set_name: str, metric: str) -> dict[tuple[st
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if rows and metric not in rows[0]:
-        raise EvaluationError(f"{path} has no {metric!r} column; it offers "
-                              + ", ".join(c for c in rows[0] if c in ITEM_METRICS))
+        raise EvaluationError(
+            f"{path} has no {metric!r} column; it offers " + ", ".join(c for c in rows[0] if c in ITEM_METRICS)
+        )
     return {(row["key"], ""): float(row[metric]) for row in rows}
 
 
-def compare_runs(base_dir: str | Path, new_dir: str | Path, set_name: str = "test", metric: str = "correct",
-                 bootstrap: int = 10_000, seed: int = 0) -> PairedResult:
+def compare_runs(
+    base_dir: str | Path,
+    new_dir: str | Path,
+    set_name: str = "test",
+    metric: str = "correct",
+    bootstrap: int = 10_000,
+    seed: int = 0,
+) -> PairedResult:
     """Paired statistics of ``new - base`` on the items both runs scored (they must be the same items)."""
     if metric not in ITEM_METRICS:
         raise EvaluationError(f"unknown metric {metric!r}; choose from {', '.join(ITEM_METRICS)}")
-    stats = compare_values(read_items(base_dir, set_name, metric), read_items(new_dir, set_name, metric),
-                           metric=metric, bootstrap=bootstrap, seed=seed)
+    stats = compare_values(
+        read_items(base_dir, set_name, metric),
+        read_items(new_dir, set_name, metric),
+        metric=metric,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
     return PairedResult(set_name, "-", Path(base_dir).resolve().name, Path(new_dir).resolve().name, metric, **stats)
 
 

@@ -36,8 +36,10 @@ from torch import Tensor, nn
 
 FORMAT = "ultrasam-prompt-classifier"
 VERSION = 1
-NOTICE = ("Research benchmark, not a diagnosis: class probabilities of a model trained on a public dataset "
-          "split; not validated for clinical use.")
+NOTICE = (
+    "Research benchmark, not a diagnosis: class probabilities of a model trained on a public dataset "
+    "split; not validated for clinical use."
+)
 PARTS = ("mask_token", "conditioned", "global")
 
 
@@ -121,8 +123,10 @@ def capture_decoder_state(sam: nn.Module) -> Iterator[DecoderState]:
         state.tokens, state.conditioned = output[0].detach(), output[1].detach()
         state.calls += 1
 
-    handles = [sam.image_encoder.neck.register_forward_pre_hook(on_neck),
-               sam.mask_decoder.transformer.register_forward_hook(on_transformer)]
+    handles = [
+        sam.image_encoder.neck.register_forward_pre_hook(on_neck),
+        sam.mask_decoder.transformer.register_forward_hook(on_transformer),
+    ]
     try:
         yield state
     finally:
@@ -157,8 +161,13 @@ def encode_image(model, image: np.ndarray) -> EncodedImage:
 
 
 @torch.inference_mode()
-def decode_prompt(model, encoded: EncodedImage, box: np.ndarray | None = None, points: np.ndarray | None = None,
-                  labels: np.ndarray | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def decode_prompt(
+    model,
+    encoded: EncodedImage,
+    box: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The single-mask decoder pass for one prompt: (mask token, conditioned map, low-res logits, IoU).
 
     Prompts are in original-image pixels (the predictor's convention: box ``[x0, y0, x1, y1]``,
@@ -187,8 +196,13 @@ def decode_prompt(model, encoded: EncodedImage, box: np.ndarray | None = None, p
     return state.tokens[0, 1], conditioned, logits[0, 0], iou[0, 0]
 
 
-def describe_prompt(model, encoded: EncodedImage, box: np.ndarray | None = None, points: np.ndarray | None = None,
-                    labels: np.ndarray | None = None) -> tuple[Tensor, bool]:
+def describe_prompt(
+    model,
+    encoded: EncodedImage,
+    box: np.ndarray | None = None,
+    points: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> tuple[Tensor, bool]:
     """The descriptor of one prompt on an encoded image, and whether its predicted mask was empty."""
     mask_token, conditioned, logits, _ = decode_prompt(model, encoded, box, points, labels)
     geometry = encoded.geometry
@@ -209,8 +223,9 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def mlp_head(in_dim: int, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.0,
-             standardize: bool = False) -> nn.Sequential:
+def mlp_head(
+    in_dim: int, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.0, standardize: bool = False
+) -> nn.Sequential:
     """Linear (``hidden=()``) or MLP head; the same builder for training and for loading a file."""
     layers: list[nn.Module] = [Standardize(in_dim) if standardize else nn.Identity()]
     width = in_dim
@@ -242,40 +257,72 @@ class PromptClassifier:
         """(label, {class: probability}) for one descriptor."""
         expected = sum(self.layout.values())
         if descriptor.numel() != expected:
-            raise ValueError(f"descriptor has {descriptor.numel()} values, this classifier takes {expected} "
-                             f"({self.layout}): was it made with another model?")
+            raise ValueError(
+                f"descriptor has {descriptor.numel()} values, this classifier takes {expected} "
+                f"({self.layout}): was it made with another model?"
+            )
         probabilities = scores_to_probabilities(torch.sigmoid(self.head(descriptor.float().flatten()[None])))[0]
         values = {name: float(p) for name, p in zip(self.classes, probabilities)}
         return max(values, key=values.get), values
 
-    def classify(self, mask_token: Tensor, conditioned: Tensor, low_res_logits: Tensor, image_features: Tensor,
-                 valid: Sequence[float] | None = None) -> tuple[str, dict[str, float]]:
+    def classify(
+        self,
+        mask_token: Tensor,
+        conditioned: Tensor,
+        low_res_logits: Tensor,
+        image_features: Tensor,
+        valid: Sequence[float] | None = None,
+    ) -> tuple[str, dict[str, float]]:
         """(label, probabilities) from one prompt's model outputs (see :func:`build_descriptor`)."""
         descriptor, _ = build_descriptor(mask_token, conditioned, low_res_logits, image_features, valid)
         return self.classify_descriptor(descriptor)
 
-    def classify_prompt(self, model, encoded: EncodedImage, box: np.ndarray | None = None,
-                        points: np.ndarray | None = None,
-                        labels: np.ndarray | None = None) -> tuple[str, dict[str, float]]:
+    def classify_prompt(
+        self,
+        model,
+        encoded: EncodedImage,
+        box: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> tuple[str, dict[str, float]]:
         """(label, probabilities) of one prompt on an image encoded by :func:`encode_image` (decoder only)."""
         descriptor, _ = describe_prompt(model, encoded, box, points, labels)
         return self.classify_descriptor(descriptor)
 
-    def classify_image(self, model, image: np.ndarray, box: np.ndarray | None = None, points: np.ndarray | None = None,
-                       labels: np.ndarray | None = None) -> tuple[str, dict[str, float]]:
+    def classify_image(
+        self,
+        model,
+        image: np.ndarray,
+        box: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> tuple[str, dict[str, float]]:
         """(label, probabilities) of one prompt on a raw image (encodes it; see :meth:`classify_prompt`)."""
         return self.classify_prompt(model, encode_image(model, image), box, points, labels)
 
 
-def save_prompt_classifier(path: str | Path, head: nn.Sequential, classes: Sequence[str], layout: dict[str, int],
-                           hidden: Sequence[int], meta: dict | None = None) -> Path:
+def save_prompt_classifier(
+    path: str | Path,
+    head: nn.Sequential,
+    classes: Sequence[str],
+    layout: dict[str, int],
+    hidden: Sequence[int],
+    meta: dict | None = None,
+) -> Path:
     """Write ``head`` as safetensors with the header that :func:`load_prompt_classifier` needs."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    header = {"format": FORMAT, "version": VERSION, "classes": list(classes), "layout": dict(layout),
-              "hidden": [int(h) for h in hidden], "standardize": isinstance(head[0], Standardize),
-              "notice": NOTICE, "meta": dict(meta or {})}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "classes": list(classes),
+        "layout": dict(layout),
+        "hidden": [int(h) for h in hidden],
+        "standardize": isinstance(head[0], Standardize),
+        "notice": NOTICE,
+        "meta": dict(meta or {}),
+    }
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

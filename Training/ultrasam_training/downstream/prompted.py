@@ -39,10 +39,19 @@ class LesionDescriptorDataset(Dataset):
     classes = busi.LESION_CLASSES
     metainfo = {"classes": busi.LESION_CLASSES}
 
-    def __init__(self, split: str, data_root: str, model: str, family: str | None = None,
-                 kinds: Sequence[str] = PROMPT_KINDS, splits_root: str = "work_dirs/data",
-                 cache_dir: str = "work_dirs/cache/prompted", per_class: int | None = None, seed: int = 0,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        split: str,
+        data_root: str,
+        model: str,
+        family: str | None = None,
+        kinds: Sequence[str] = PROMPT_KINDS,
+        splits_root: str = "work_dirs/data",
+        cache_dir: str = "work_dirs/cache/prompted",
+        per_class: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         unknown = set(kinds) - set(PROMPT_KINDS)
         if unknown or not kinds:
             raise TrainingError(f"prompt kinds must be among {PROMPT_KINDS}, got {list(kinds)}")
@@ -75,9 +84,12 @@ class LesionDescriptorDataset(Dataset):
         index, _, _ = _unpack(key, self.seed)
         lesion, column = self.samples[index]
         image_key, annotation_id = self.descriptors.keys[lesion]
-        return {"inputs": torch.from_numpy(self.descriptors.descriptors[lesion, column].copy()),
-                "labels": int(self.descriptors.labels[lesion]), "valid": torch.ones(2),
-                "keys": f"{image_key}|{annotation_id}|{PROMPT_KINDS[column]}"}
+        return {
+            "inputs": torch.from_numpy(self.descriptors.descriptors[lesion, column].copy()),
+            "labels": int(self.descriptors.labels[lesion]),
+            "valid": torch.ones(2),
+            "keys": f"{image_key}|{annotation_id}|{PROMPT_KINDS[column]}",
+        }
 
 
 def export_classifier(model, dataset: LesionDescriptorDataset, path: str | Path, meta: dict) -> Path:

@@ -21,8 +21,9 @@ from ultrasam_training.downstream.metrics import Estimate, classification_summar
 NOTICE = "Research benchmark on a public dataset split, not a diagnosis."
 
 
-def write_predictions(path: Path, keys: Sequence[str], labels: np.ndarray, probabilities: np.ndarray,
-                      classes: Sequence[str]) -> Path:
+def write_predictions(
+    path: Path, keys: Sequence[str], labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]
+) -> Path:
     """One row per item: key, true class, per-class probability, predicted class, correct (0/1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     predicted = probabilities.argmax(axis=1)
@@ -30,13 +31,15 @@ def write_predictions(path: Path, keys: Sequence[str], labels: np.ndarray, proba
         writer = csv.writer(handle)
         writer.writerow(["key", "label", *[f"p_{c}" for c in classes], "predicted", "correct", "true_probability"])
         for key, label, p, guess in zip(keys, labels, probabilities, predicted):
-            writer.writerow([key, classes[label], *[f"{v:.6f}" for v in p], classes[guess], int(guess == label),
-                             f"{p[label]:.6f}"])
+            writer.writerow(
+                [key, classes[label], *[f"{v:.6f}" for v in p], classes[guess], int(guess == label), f"{p[label]:.6f}"]
+            )
     return path
 
 
-def plot_confusion(path: Path, labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
-                   title: str) -> Path:
+def plot_confusion(
+    path: Path, labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], title: str
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +61,14 @@ def plot_confusion(path: Path, labels: np.ndarray, probabilities: np.ndarray, cl
     return path
 
 
-def plot_roc(path: Path, labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], title: str,
-             auroc: Estimate | None = None) -> Path:
+def plot_roc(
+    path: Path,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    title: str,
+    auroc: Estimate | None = None,
+) -> Path:
     """One-vs-rest ROC per class; a binary problem shows the positive (last) class only."""
     import matplotlib
 
@@ -90,14 +99,28 @@ def _cell(estimate: Estimate) -> str:
     return "n/a" if math.isnan(estimate.value) else estimate.text()
 
 
-def write_classification_report(out_dir: str | Path, sets: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray]],
-                                classes: Sequence[str], title: str, cost: Mapping[str, float] | None = None,
-                                meta: Mapping | None = None, resamples: int = 2000, seed: int = 0) -> dict:
+def write_classification_report(
+    out_dir: str | Path,
+    sets: Mapping[str, tuple[Sequence[str], np.ndarray, np.ndarray]],
+    classes: Sequence[str],
+    title: str,
+    cost: Mapping[str, float] | None = None,
+    meta: Mapping | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Summary tables, per-item predictions and plots for every evaluation set; returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"title": title, "classes": list(classes), "sets": {}, "cost": dict(cost or {}),
-                     "meta": dict(meta or {}), "bootstrap": {"resamples": resamples, "seed": seed}, "notice": NOTICE}
+    summary: dict = {
+        "title": title,
+        "classes": list(classes),
+        "sets": {},
+        "cost": dict(cost or {}),
+        "meta": dict(meta or {}),
+        "bootstrap": {"resamples": resamples, "seed": seed},
+        "notice": NOTICE,
+    }
     for name, (keys, labels, probabilities) in sets.items():
         labels, probabilities = np.asarray(labels, int), np.asarray(probabilities, float)
         estimates = classification_summary(labels, probabilities, classes, resamples, seed)
@@ -105,26 +128,47 @@ def write_classification_report(out_dir: str | Path, sets: Mapping[str, tuple[Se
         write_predictions(out / "predictions" / f"{name}.csv", keys, labels, probabilities, classes)
         caption = f"{title}: {name} (n={len(labels)})"
         plot_confusion(out / f"confusion_{name}.png", labels, probabilities, classes, caption)
-        plot_roc(out / f"roc_{name}.png", labels, probabilities, classes, f"{title}: {name} (n={len(labels)})",
-                 estimates["auroc"])
+        plot_roc(
+            out / f"roc_{name}.png",
+            labels,
+            probabilities,
+            classes,
+            f"{title}: {name} (n={len(labels)})",
+            estimates["auroc"],
+        )
     _write_tables(out, summary, classes)
     return summary
 
 
 def _write_tables(out: Path, summary: dict, classes: Sequence[str]) -> None:
     columns = ["macro_f1", "accuracy", "auroc", *[f"f1_{c}" for c in classes]]
-    lines = [f"# {summary['title']}", "", f"_{NOTICE}_", "",
-             "| set | n | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"_{NOTICE}_",
+        "",
+        "| set | n | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
     rows = []
     for name, estimates in summary["sets"].items():
         cells = [_cell(Estimate(**estimates[c])) for c in columns]
         n = next(iter(estimates.values()))["n"]
         lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-        rows.append({"set": name, "n": n, **{c: estimates[c]["value"] for c in columns},
-                     **{f"{c}_low": estimates[c]["low"] for c in columns},
-                     **{f"{c}_high": estimates[c]["high"] for c in columns}})
-    lines += ["", f"95 % intervals: percentile bootstrap over items, {summary['bootstrap']['resamples']} resamples, "
-              f"seed {summary['bootstrap']['seed']}."]
+        rows.append(
+            {
+                "set": name,
+                "n": n,
+                **{c: estimates[c]["value"] for c in columns},
+                **{f"{c}_low": estimates[c]["low"] for c in columns},
+                **{f"{c}_high": estimates[c]["high"] for c in columns},
+            }
+        )
+    lines += [
+        "",
+        f"95 % intervals: percentile bootstrap over items, {summary['bootstrap']['resamples']} resamples, "
+        f"seed {summary['bootstrap']['seed']}.",
+    ]
     if summary["cost"]:
         lines += ["", "| cost | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in summary["cost"].items()]
     if summary["meta"]:

@@ -93,8 +93,14 @@ def _skip(work_dir: Path, message: str) -> Path:
     return work_dir
 
 
-def run_downstream(task: str, config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
-                   resume: bool = False, evaluate_only: str | None = None) -> Path:
+def run_downstream(
+    task: str,
+    config: str | Path,
+    work_dir: str | Path | None = None,
+    cfg_options: dict | None = None,
+    resume: bool = False,
+    evaluate_only: str | None = None,
+) -> Path:
     """Train, select, test and report one downstream config; returns the work dir."""
     from ultrasam_training.downstream.backbones import MissingWeights
     from ultrasam_training.train.runner import build_runner, find_config, load_config
@@ -123,15 +129,20 @@ def run_downstream(task: str, config: str | Path, work_dir: str | Path | None = 
     wall = time.perf_counter() - started
     train_size = len(runner.train_dataloader.dataset)
     cost = {**_cost(runner, train_size), "train_wall_seconds": round(wall, 1)}
-    meta = {"config": config_path.name, "selected": str(best_checkpoint(runner) or "last iteration"),
-            "seed": runner.seed, "torch": torch.__version__}
+    meta = {
+        "config": config_path.name,
+        "selected": str(best_checkpoint(runner) or "last iteration"),
+        "seed": runner.seed,
+        "torch": torch.__version__,
+    }
     (work_dir / "results").mkdir(parents=True, exist_ok=True)
     if _evaluation_sets(cfg):
         EVALUATORS[task](runner, cfg, work_dir / "results", cost, meta)
     else:  # e.g. a timing run: --cfg-options train_cfg.max_iters=3 evaluation.sets.val=None evaluation.sets.test=None
         print(f"no evaluation sets: cost only ({json.dumps(cost, default=str)})")
-    (work_dir / "results" / "run.json").write_text(json.dumps({"task": task, "cost": cost, "meta": meta}, indent=1,
-                                                              default=str) + "\n")
+    (work_dir / "results" / "run.json").write_text(
+        json.dumps({"task": task, "cost": cost, "meta": meta}, indent=1, default=str) + "\n"
+    )
     print(f"results: {work_dir / 'results' / 'summary.md'}")
     return work_dir
 
@@ -147,8 +158,12 @@ def _evaluation_options(cfg) -> tuple[dict, int, int, int]:
     sets = _evaluation_sets(cfg)
     if not sets:
         raise TrainingError("the config has no evaluation.sets")
-    return (sets, int(evaluation.get("batch_size", 8)), int(evaluation.get("bootstrap", 2000)),
-            int(evaluation.get("seed", 0)))
+    return (
+        sets,
+        int(evaluation.get("batch_size", 8)),
+        int(evaluation.get("bootstrap", 2000)),
+        int(evaluation.get("seed", 0)),
+    )
 
 
 def evaluate_classification(runner, cfg, out_dir: Path, cost: dict, meta: dict, title: str | None = None) -> dict:
@@ -164,8 +179,9 @@ def evaluate_classification(runner, cfg, out_dir: Path, cost: dict, meta: dict, 
         probabilities = np.stack([o["probabilities"] for o in outputs])
         labels = np.array([o["label"] for o in outputs])
         results[name] = ([i["key"] for i in items], labels, probabilities)
-    return write_classification_report(out_dir, results, classes, title or cfg.get("run_title", "classification"),
-                                       cost, meta, resamples, seed)
+    return write_classification_report(
+        out_dir, results, classes, title or cfg.get("run_title", "classification"), cost, meta, resamples, seed
+    )
 
 
 def evaluate_prompted(runner, cfg, out_dir: Path, cost: dict, meta: dict) -> dict:
@@ -175,8 +191,12 @@ def evaluate_prompted(runner, cfg, out_dir: Path, cost: dict, meta: dict) -> dic
     cost["empty_predicted_masks_train"] = train_set.empty_masks()  # prompts whose descriptor used soft pooling
     summary = evaluate_classification(runner, cfg, out_dir, cost, meta, cfg.get("run_title", "prompted classification"))
     val = {k: v["value"] for k, v in summary["sets"].get("val", {}).items()}
-    path = export_classifier(_model(runner), train_set, Path(runner.work_dir) / "prompt_classifier.safetensors",
-                             {"config": meta["config"], "val": json.dumps(val), "model": cfg.model_source})
+    path = export_classifier(
+        _model(runner),
+        train_set,
+        Path(runner.work_dir) / "prompt_classifier.safetensors",
+        {"config": meta["config"], "val": json.dumps(val), "model": cfg.model_source},
+    )
     print(f"prompt classifier: {path}")
     return summary
 
@@ -185,8 +205,17 @@ def evaluate_segmentation(runner, cfg, out_dir: Path, cost: dict, meta: dict) ->
     from ultrasam_training.downstream.segmentation_eval import evaluate_sets
 
     sets, batch_size, resamples, seed = _evaluation_options(cfg)
-    return evaluate_sets(_model(runner), {n: build_dataset(c) for n, c in sets.items()}, out_dir, batch_size,
-                         resamples, seed, cost, meta, cfg.get("run_title", "Mask2Former instance segmentation"))
+    return evaluate_sets(
+        _model(runner),
+        {n: build_dataset(c) for n, c in sets.items()},
+        out_dir,
+        batch_size,
+        resamples,
+        seed,
+        cost,
+        meta,
+        cfg.get("run_title", "Mask2Former instance segmentation"),
+    )
 
 
 EVALUATORS = {"classify": evaluate_classification, "prompted": evaluate_prompted, "segment": evaluate_segmentation}

@@ -51,9 +51,18 @@ class BusiLesionDataset(Dataset):
     ``class_agnostic=True`` gives every lesion class 0 (one category, "lesion").
     """
 
-    def __init__(self, split: str, data_root: str, splits_root: str = "work_dirs/data", family: str = "litemedsam",
-                 input_size: int | None = None, flip_prob: float = 0.0, per_class: int | None = None,
-                 class_agnostic: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        split: str,
+        data_root: str,
+        splits_root: str = "work_dirs/data",
+        family: str = "litemedsam",
+        input_size: int | None = None,
+        flip_prob: float = 0.0,
+        per_class: int | None = None,
+        class_agnostic: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.split = split
         self.images = busi.lesion_images(data_root, split, splits_root, per_class)
         self.spec = input_spec(family, input_size)
@@ -142,10 +151,16 @@ def build_mask2former(features: nn.Module, num_classes: int, options: dict | Non
 
     strides = pyramid_strides(features)
     # HF always builds its own backbone first; a one-block Swin keeps that throw-away step cheap.
-    placeholder = SwinConfig(embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-                             out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = Mask2FormerConfig(backbone_config=placeholder, num_labels=num_classes, feature_strides=strides,
-                               common_stride=strides[0], **(options or {}))
+    placeholder = SwinConfig(
+        embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    config = Mask2FormerConfig(
+        backbone_config=placeholder,
+        num_labels=num_classes,
+        feature_strides=strides,
+        common_stride=strides[0],
+        **(options or {}),
+    )
     net = Mask2FormerForUniversalSegmentation(config)
     decoder = Mask2FormerPixelDecoder(config, feature_channels=pyramid_channels(features))
     decoder.apply(net._init_weights)
@@ -164,9 +179,19 @@ class Mask2FormerSegmenter(BaseModel):
             ``decoder_layers``, ``train_num_points`` …).
     """
 
-    def __init__(self, num_classes: int, encoder: str, family: str | None = None, variant: str = "frozen",
-                 mask2former: dict | None = None, lora: dict | None = None, medsa: dict | None = None,
-                 resnet_weights: str | None = None, seed: int = 0, data_preprocessor: dict | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str,
+        family: str | None = None,
+        variant: str = "frozen",
+        mask2former: dict | None = None,
+        lora: dict | None = None,
+        medsa: dict | None = None,
+        resnet_weights: str | None = None,
+        seed: int = 0,
+        data_preprocessor: dict | None = None,
+    ) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
         if encoder == "resnet50":
             from ultrasam_training.downstream.backbones import ResNet50Features
@@ -185,22 +210,39 @@ class Mask2FormerSegmenter(BaseModel):
             self.net.model.pixel_level_module.encoder.eval()
         return self
 
-    def forward(self, inputs: Tensor, masks: list[Tensor] | None = None, classes: list[Tensor] | None = None,
-                mode: str = "loss", **_: Any):
+    def forward(
+        self,
+        inputs: Tensor,
+        masks: list[Tensor] | None = None,
+        classes: list[Tensor] | None = None,
+        mode: str = "loss",
+        **_: Any,
+    ):
         if mode == "loss":
-            out = self.net(pixel_values=inputs, mask_labels=[m.to(inputs.device) for m in masks],
-                           class_labels=[c.to(inputs.device) for c in classes])
+            out = self.net(
+                pixel_values=inputs,
+                mask_labels=[m.to(inputs.device) for m in masks],
+                class_labels=[c.to(inputs.device) for c in classes],
+            )
             return {"loss_mask2former": out.loss}
         if mode in ("predict", "tensor"):
             out = self.net(pixel_values=inputs)
-            return [{"class_logits": c.float().cpu(), "mask_logits": m.float().cpu()}
-                    for c, m in zip(out.class_queries_logits, out.masks_queries_logits)]
+            return [
+                {"class_logits": c.float().cpu(), "mask_logits": m.float().cpu()}
+                for c, m in zip(out.class_queries_logits, out.masks_queries_logits)
+            ]
         raise TrainingError(f"unknown mode {mode!r}")
 
 
 # --------------------------------------------------------------------------- queries → instances
-def instances_from_queries(class_logits: Tensor, mask_logits: Tensor, valid: Sequence[float], input_size: int,
-                           original_hw: tuple[int, int], top_k: int = 100) -> list[dict]:
+def instances_from_queries(
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    valid: Sequence[float],
+    input_size: int,
+    original_hw: tuple[int, int],
+    top_k: int = 100,
+) -> list[dict]:
     """Mask2Former's instance post-processing, mapped back to the original image.
 
     Returns ``[{"label", "score", "mask" (bool H×W), "agnostic_score"}]``, best first; one entry per
@@ -222,9 +264,15 @@ def instances_from_queries(class_logits: Tensor, mask_logits: Tensor, valid: Seq
     mask_score = (probability * binary).flatten(1).sum(1) / area.clamp_min(1)
     results = []
     for i in range(k):
-        results.append({"label": int(labels[i]), "score": float(scores[i] * mask_score[i]),
-                        "agnostic_score": float(probabilities[query_index[i]].max() * mask_score[i]),
-                        "query": int(query_index[i]), "mask": binary[i].numpy()})
+        results.append(
+            {
+                "label": int(labels[i]),
+                "score": float(scores[i] * mask_score[i]),
+                "agnostic_score": float(probabilities[query_index[i]].max() * mask_score[i]),
+                "query": int(query_index[i]),
+                "mask": binary[i].numpy(),
+            }
+        )
     return sorted(results, key=lambda r: -r["score"])
 
 
@@ -244,8 +292,9 @@ class LesionAPMetric(BaseMetric):
             rows = max(1, int(np.ceil(float(valid[0]) * size - 1e-6)))
             cols = max(1, int(np.ceil(float(valid[1]) * size - 1e-6)))
             truth = (masks[:, :rows, :cols] > 0.5).numpy()
-            instances = instances_from_queries(output["class_logits"], output["mask_logits"], valid.tolist(), size,
-                                               (rows, cols))
+            instances = instances_from_queries(
+                output["class_logits"], output["mask_logits"], valid.tolist(), size, (rows, cols)
+            )
             self.results.append((truth, [(i["agnostic_score"], i["mask"], i["query"]) for i in instances]))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
@@ -258,15 +307,24 @@ class LesionAPMetric(BaseMetric):
             gt["images"].append({"id": image_id, "height": truth.shape[1], "width": truth.shape[2]})
             for mask in truth:
                 rle = encode_rle(mask)
-                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": 1,
-                                          "segmentation": rle, "area": int(mask.sum()), "bbox": _bbox(mask),
-                                          "iscrowd": 0})
+                gt["annotations"].append(
+                    {
+                        "id": len(gt["annotations"]) + 1,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "segmentation": rle,
+                        "area": int(mask.sum()),
+                        "bbox": _bbox(mask),
+                        "iscrowd": 0,
+                    }
+                )
             seen = set()
             for score, mask, query in instances:
                 if query not in seen:  # one detection per query, its best class
                     seen.add(query)
-                    detections.append({"image_id": image_id, "category_id": 1, "segmentation": encode_rle(mask),
-                                       "score": score})
+                    detections.append(
+                        {"image_id": image_id, "category_id": 1, "segmentation": encode_rle(mask), "score": score}
+                    )
         ap, ap50 = _coco_ap(gt, detections, use_cats=False)
         return {"agnostic_AP": ap, "agnostic_AP50": ap50}
 

@@ -29,8 +29,9 @@ from ultrasam_training.downstream.report import NOTICE
 SCORE_THRESHOLD = 0.5
 
 
-def _coco_ap(gt: dict, detections: list[dict], use_cats: bool,
-             cat_ids: Sequence[int] | None = None) -> tuple[float, float]:
+def _coco_ap(
+    gt: dict, detections: list[dict], use_cats: bool, cat_ids: Sequence[int] | None = None
+) -> tuple[float, float]:
     """(AP, AP@50) of ``detections`` against ``gt``; no detection scores 0."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -73,11 +74,15 @@ def _subset(gt: dict, detections: list[dict], image_indices: np.ndarray) -> tupl
     return {"images": images, "annotations": annotations, "categories": gt["categories"]}, kept
 
 
-def ap_estimates(gt: dict, per_class: list[dict], agnostic: list[dict], classes: Sequence[str],
-                 resamples: int, seed: int) -> dict[str, Estimate]:
+def ap_estimates(
+    gt: dict, per_class: list[dict], agnostic: list[dict], classes: Sequence[str], resamples: int, seed: int
+) -> dict[str, Estimate]:
     """Per-class mAP, each class's AP and the class-agnostic AP / AP@50, each with a bootstrap interval."""
-    agnostic_gt = {**gt, "categories": [{"id": 1, "name": "lesion"}],
-                   "annotations": [{**a, "category_id": 1} for a in gt["annotations"]]}
+    agnostic_gt = {
+        **gt,
+        "categories": [{"id": 1, "name": "lesion"}],
+        "annotations": [{**a, "category_id": 1} for a in gt["annotations"]],
+    }
 
     def figures(g: dict, pc: list[dict], ag: list[dict], ag_g: dict) -> dict[str, float]:
         out = {}
@@ -102,21 +107,36 @@ def ap_estimates(gt: dict, per_class: list[dict], agnostic: list[dict], classes:
     estimates = {}
     for k, value in point.items():
         values = np.array([v for v in draws[k] if not np.isnan(v)])
-        low, high = (np.percentile(values, [2.5, 97.5]) if values.size else (float("nan"), float("nan")))
+        low, high = np.percentile(values, [2.5, 97.5]) if values.size else (float("nan"), float("nan"))
         estimates[k] = Estimate(float(value), float(low), float(high), n)
     return estimates
 
 
-def evaluate_sets(model, datasets: Mapping[str, object], out_dir: Path, batch_size: int, resamples: int, seed: int,
-                  cost: dict, meta: dict, title: str) -> dict:
+def evaluate_sets(
+    model,
+    datasets: Mapping[str, object],
+    out_dir: Path,
+    batch_size: int,
+    resamples: int,
+    seed: int,
+    cost: dict,
+    meta: dict,
+    title: str,
+) -> dict:
     """Predict every set, score it, write ``summary.md|json`` and ``predictions/<set>.csv``."""
     from ultrasam_training.downstream.segmentation import instances_from_queries, lesion_collate
     from ultrasam_training.evaluation.metrics import encode_rle, iou
 
     out_dir = Path(out_dir)
     (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
-    summary = {"title": title, "sets": {}, "cost": cost, "meta": meta, "notice": NOTICE,
-               "bootstrap": {"resamples": resamples, "seed": seed, "unit": "image"}}
+    summary = {
+        "title": title,
+        "sets": {},
+        "cost": cost,
+        "meta": meta,
+        "notice": NOTICE,
+        "bootstrap": {"resamples": resamples, "seed": seed, "unit": "image"},
+    }
     model.eval()
     for name, dataset in datasets.items():
         classes = dataset.classes
@@ -129,27 +149,52 @@ def evaluate_sets(model, datasets: Mapping[str, object], out_dir: Path, batch_si
                 for output, index, valid in zip(outputs, batch["index"], batch["valid"]):
                     image = dataset.images[index]
                     image_id = len(gt["images"]) + 1
-                    gt["images"].append({"id": image_id, "height": image.height, "width": image.width,
-                                         "file_name": image.key})
+                    gt["images"].append(
+                        {"id": image_id, "height": image.height, "width": image.width, "file_name": image.key}
+                    )
                     masks = image.masks()
                     for lesion in image.lesions:
                         a = lesion.annotation
-                        gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id,
-                                                  "category_id": (0 if dataset.class_agnostic else lesion.label) + 1,
-                                                  "segmentation": a["segmentation"], "area": a["area"],
-                                                  "bbox": a["bbox"], "iscrowd": 0})
-                    instances = instances_from_queries(output["class_logits"], output["mask_logits"], valid.tolist(),
-                                                       dataset.spec.image_size, (image.height, image.width))
+                        gt["annotations"].append(
+                            {
+                                "id": len(gt["annotations"]) + 1,
+                                "image_id": image_id,
+                                "category_id": (0 if dataset.class_agnostic else lesion.label) + 1,
+                                "segmentation": a["segmentation"],
+                                "area": a["area"],
+                                "bbox": a["bbox"],
+                                "iscrowd": 0,
+                            }
+                        )
+                    instances = instances_from_queries(
+                        output["class_logits"],
+                        output["mask_logits"],
+                        valid.tolist(),
+                        dataset.spec.image_size,
+                        (image.height, image.width),
+                    )
                     best_query: dict[int, dict] = {}
                     for inst in instances:
                         rle = encode_rle(inst["mask"])
-                        per_class.append({"image_id": image_id, "category_id": inst["label"] + 1,
-                                          "segmentation": rle, "score": inst["score"]})
+                        per_class.append(
+                            {
+                                "image_id": image_id,
+                                "category_id": inst["label"] + 1,
+                                "segmentation": rle,
+                                "score": inst["score"],
+                            }
+                        )
                         if inst["query"] not in best_query or inst["score"] > best_query[inst["query"]]["score"]:
                             best_query[inst["query"]] = {**inst, "rle": rle}
                     for inst in best_query.values():
-                        agnostic.append({"image_id": image_id, "category_id": 1, "segmentation": inst["rle"],
-                                         "score": inst["agnostic_score"]})
+                        agnostic.append(
+                            {
+                                "image_id": image_id,
+                                "category_id": 1,
+                                "segmentation": inst["rle"],
+                                "score": inst["agnostic_score"],
+                            }
+                        )
                     confident = [inst["mask"] for inst in instances if inst["score"] >= SCORE_THRESHOLD]
                     for lesion, mask in zip(image.lesions, masks):
                         best = max((iou(m, mask) for m in confident), default=0.0)
@@ -166,16 +211,27 @@ def evaluate_sets(model, datasets: Mapping[str, object], out_dir: Path, batch_si
 
 
 def _write(out_dir: Path, summary: dict) -> None:
-    columns = sorted({k for s in summary["sets"].values() for k in s if k != "lesions"},
-                     key=lambda k: (not k.startswith("agnostic"), k))
-    lines = [f"# {summary['title']}", "", f"_{NOTICE}_", "",
-             "| set | images | lesions | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    columns = sorted(
+        {k for s in summary["sets"].values() for k in s if k != "lesions"},
+        key=lambda k: (not k.startswith("agnostic"), k),
+    )
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"_{NOTICE}_",
+        "",
+        "| set | images | lesions | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
     for name, figures in summary["sets"].items():
         cells = [Estimate(**figures[c]).text() if c in figures else "" for c in columns]
         n = next(v["n"] for k, v in figures.items() if k != "lesions")
         lines.append(f"| {name} | {n} | {figures['lesions']} | " + " | ".join(cells) + " |")
-    lines += ["", f"COCO mask AP (pycocotools segm, IoU 0.50:0.95); 95 % intervals: bootstrap over images, "
-              f"{summary['bootstrap']['resamples']} resamples, seed {summary['bootstrap']['seed']}."]
+    lines += [
+        "",
+        f"COCO mask AP (pycocotools segm, IoU 0.50:0.95); 95 % intervals: bootstrap over images, "
+        f"{summary['bootstrap']['resamples']} resamples, seed {summary['bootstrap']['seed']}.",
+    ]
     lines += ["", "| cost | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary["cost"].items()]
     lines += ["", "| run | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in summary["meta"].items()]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError(f"--device {args.device} requested but torch sees no CUDA GPU; use --device cpu")
     datasets = _datasets(args)
     segmenters = [
-        load_segmenter(source, family=args.family, refine=args.refine, device=args.device) for source in _model_sources(args)
+        load_segmenter(source, family=args.family, refine=args.refine, device=args.device)
+        for source in _model_sources(args)
     ]
     plan = []
     for segmenter in segmenters:
@@ -100,8 +101,14 @@ def run(args: argparse.Namespace) -> int:
             if args.clicks and not clicks:
                 log.info("%s takes no clicks: click simulation skipped", segmenter.name)
             results += evaluate_dataset(
-                segmenter, dataset, prompts, clicks=clicks, noc_cap=args.noc_cap, feed_logits=args.feed_logits,
-                click_rule=args.click_rule, progress=not args.quiet,
+                segmenter,
+                dataset,
+                prompts,
+                clicks=clicks,
+                noc_cap=args.noc_cap,
+                feed_logits=args.feed_logits,
+                click_rule=args.click_rule,
+                progress=not args.quiet,
             )
     written = write_report(results, args.out, overwrite=args.overwrite)
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"))
@@ -117,32 +124,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     models = parser.add_argument_group("models (repeat to compare several)")
-    models.add_argument("--model", action="append", metavar="NAME",
-                        help=f"registered weights name (litemedsam, ultrasam, sam_vit_b, medsam, ...) or a baseline: {', '.join(BASELINES)}")
+    models.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help=f"registered weights name (litemedsam, ultrasam, sam_vit_b, medsam, ...) or a baseline: {', '.join(BASELINES)}",
+    )
     models.add_argument("--checkpoint", action="append", metavar="PATH", help="a checkpoint file (family detected)")
     models.add_argument("--family", default=None, help="force the recipe of SAM-layout checkpoints (e.g. medsam)")
     models.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    models.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default torch's; 1 is much faster on a machine shared with other jobs)")
+    models.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default torch's; 1 is much faster on a machine shared with other jobs)",
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--coco", action="append", metavar="FILE.json", help="a COCO file to evaluate (repeatable)")
     data.add_argument("--image-root", default=None, metavar="DIR", help="folder holding the --coco files' images")
-    data.add_argument("--shared-data", default=None, metavar="DIR",
-                      help="the shared data folder: build (or reuse) its splits and evaluate " + ", ".join(SHARED_TEST_SETS))
-    data.add_argument("--splits-dir", default="work_dirs/data", metavar="DIR",
-                      help="where --shared-data splits are built (default work_dirs/data, as the training configs)")
+    data.add_argument(
+        "--shared-data",
+        default=None,
+        metavar="DIR",
+        help="the shared data folder: build (or reuse) its splits and evaluate " + ", ".join(SHARED_TEST_SETS),
+    )
+    data.add_argument(
+        "--splits-dir",
+        default="work_dirs/data",
+        metavar="DIR",
+        help="where --shared-data splits are built (default work_dirs/data, as the training configs)",
+    )
     data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N annotated images per file")
     protocol = parser.add_argument_group("protocol")
-    protocol.add_argument("--prompt", nargs="+", choices=PROMPT_KINDS, default=["box"],
-                          help="box = exact GT box; point = GT centroid (paper); inside = distance-transform maximum")
-    protocol.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                          help="UltraSam's second decoder pass (default: the model family's own default)")
-    protocol.add_argument("--clicks", type=int, default=0, metavar="N", help="simulate N clicks: IoU@1..N and NoC@85/90")
-    protocol.add_argument("--noc-cap", type=int, default=NOC_CAP, help=f"clicks counted when NoC is never reached (default {NOC_CAP})")
-    protocol.add_argument("--click-rule", choices=CLICK_RULES, default="distance",
-                          help="which error region gets the next click: the deeper one (distance, RITM) or the larger (area)")
-    protocol.add_argument("--feed-logits", action=argparse.BooleanOptionalAction, default=True,
-                          help="feed the previous low-res logits as mask_input on each click (default on)")
+    protocol.add_argument(
+        "--prompt",
+        nargs="+",
+        choices=PROMPT_KINDS,
+        default=["box"],
+        help="box = exact GT box; point = GT centroid (paper); inside = distance-transform maximum",
+    )
+    protocol.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="UltraSam's second decoder pass (default: the model family's own default)",
+    )
+    protocol.add_argument(
+        "--clicks", type=int, default=0, metavar="N", help="simulate N clicks: IoU@1..N and NoC@85/90"
+    )
+    protocol.add_argument(
+        "--noc-cap", type=int, default=NOC_CAP, help=f"clicks counted when NoC is never reached (default {NOC_CAP})"
+    )
+    protocol.add_argument(
+        "--click-rule",
+        choices=CLICK_RULES,
+        default="distance",
+        help="which error region gets the next click: the deeper one (distance, RITM) or the larger (area)",
+    )
+    protocol.add_argument(
+        "--feed-logits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="feed the previous low-res logits as mask_input on each click (default on)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="RESULTS_DIR", help="results folder")
     output.add_argument("--overwrite", action="store_true", help="replace existing result files")

@@ -18,9 +18,17 @@ from ultrasam_training.evaluation.paired import METRICS, compare_results, markdo
 
 
 def run(args: argparse.Namespace) -> int:
-    results = compare_results(args.base, args.new, metric=args.metric, base_model=args.base_model,
-                              new_model=args.new_model, base_refine=args.base_refine, new_refine=args.new_refine,
-                              bootstrap=args.bootstrap, seed=args.seed)
+    results = compare_results(
+        args.base,
+        args.new,
+        metric=args.metric,
+        base_model=args.base_model,
+        new_model=args.new_model,
+        base_refine=args.base_refine,
+        new_refine=args.new_refine,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
     table = markdown_table(results)
     print(table, end="")
     if args.out:
@@ -44,10 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metric", choices=METRICS, default="dice", help="per-instance score (default dice)")
     parser.add_argument("--base-model", default=None, help="model name in BASE_RESULTS when it holds several")
     parser.add_argument("--new-model", default=None, help="model name in NEW_RESULTS when it holds several")
-    parser.add_argument("--base-refine", default=None, choices=("single", "refine", "none"),
-                        help="refinement setting in BASE_RESULTS when it holds several")
-    parser.add_argument("--new-refine", default=None, choices=("single", "refine", "none"),
-                        help="refinement setting in NEW_RESULTS when it holds several")
+    parser.add_argument(
+        "--base-refine",
+        default=None,
+        choices=("single", "refine", "none"),
+        help="refinement setting in BASE_RESULTS when it holds several",
+    )
+    parser.add_argument(
+        "--new-refine",
+        default=None,
+        choices=("single", "refine", "none"),
+        help="refinement setting in NEW_RESULTS when it holds several",
+    )
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--out", default=None, metavar="FILE.md", help="also write the table (and FILE.json)")

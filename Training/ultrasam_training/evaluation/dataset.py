@@ -48,14 +48,23 @@ def check_scorable(annotation: Mapping[str, Any], coco_path: Path) -> None:
     """Refuse an instance whose ``bbox``/``area`` would silently corrupt its scores (see the module docstring)."""
     where = f"{coco_path}: annotation {annotation.get('id')!r}"
     bbox = annotation.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)
-            and bbox[2] > 0 and bbox[3] > 0):
-        raise EvaluationError(f"{where}: bbox {bbox!r} is not four finite numbers with positive width and height; "
-                              "fix the file (`ultrasam data validate` lists every problem)")
+    if not (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(is_finite_number(v) for v in bbox)
+        and bbox[2] > 0
+        and bbox[3] > 0
+    ):
+        raise EvaluationError(
+            f"{where}: bbox {bbox!r} is not four finite numbers with positive width and height; "
+            "fix the file (`ultrasam data validate` lists every problem)"
+        )
     area = annotation.get("area")
     if not (is_finite_number(area) and area >= 0):
-        raise EvaluationError(f"{where}: area {area!r} is not a finite number >= 0; "
-                              "fix the file (`ultrasam data validate` lists every problem)")
+        raise EvaluationError(
+            f"{where}: area {area!r} is not a finite number >= 0; "
+            "fix the file (`ultrasam data validate` lists every problem)"
+        )
 
 
 def _locate(coco_path: Path, file_name: str, image_root: Path | None) -> Path:
@@ -81,7 +90,12 @@ class EvalDataset:
 
     @classmethod
     def load(
-        cls, coco_path: str | Path, *, name: str | None = None, image_root: str | Path | None = None, limit: int | None = None
+        cls,
+        coco_path: str | Path,
+        *,
+        name: str | None = None,
+        image_root: str | Path | None = None,
+        limit: int | None = None,
     ) -> "EvalDataset":
         coco_path = Path(coco_path)
         if limit is not None and limit < 1:

@@ -89,8 +89,10 @@ def compare_values(base: dict, new: dict, *, metric: str, bootstrap: int = 10_00
     """Paired statistics of ``new - base`` over the instances both score (they must be the same)."""
     if set(base) != set(new):
         only_base, only_new = len(set(base) - set(new)), len(set(new) - set(base))
-        raise EvaluationError(f"the two evaluations score different instances ({only_base} only in the first, "
-                              f"{only_new} only in the second): compare results of the same data")
+        raise EvaluationError(
+            f"the two evaluations score different instances ({only_base} only in the first, "
+            f"{only_new} only in the second): compare results of the same data"
+        )
     keys = sorted(base)
     base_values = np.array([base[k] for k in keys], dtype=float)
     new_values = np.array([new[k] for k in keys], dtype=float)
@@ -134,15 +136,24 @@ def select(runs: list[Run], model: str | None, refine: str | None, label: str) -
     if ambiguous or not by_key:
         offered = sorted({f"{r.model} (refine {r.refine})" for r in runs})
         problem = "several runs per dataset and prompt" if ambiguous else "nothing matches"
-        raise EvaluationError(f"{label}: {problem}; choose with --{label}-model/--{label}-refine among: "
-                              + ", ".join(offered))
+        raise EvaluationError(
+            f"{label}: {problem}; choose with --{label}-model/--{label}-refine among: " + ", ".join(offered)
+        )
     return {k: v[0] for k, v in by_key.items()}
 
 
-def compare_results(base_dir: str | Path, new_dir: str | Path, *, metric: str = "dice",
-                    base_model: str | None = None, new_model: str | None = None,
-                    base_refine: str | None = None, new_refine: str | None = None,
-                    bootstrap: int = 10_000, seed: int = 0) -> list[PairedResult]:
+def compare_results(
+    base_dir: str | Path,
+    new_dir: str | Path,
+    *,
+    metric: str = "dice",
+    base_model: str | None = None,
+    new_model: str | None = None,
+    base_refine: str | None = None,
+    new_refine: str | None = None,
+    bootstrap: int = 10_000,
+    seed: int = 0,
+) -> list[PairedResult]:
     """Pair every (dataset, prompt) that both folders scored."""
     if metric not in METRICS:
         raise EvaluationError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -150,13 +161,19 @@ def compare_results(base_dir: str | Path, new_dir: str | Path, *, metric: str = 
     new_runs = select(find_runs(new_dir), new_model, new_refine, "new")
     shared = sorted(set(base_runs) & set(new_runs))
     if not shared:
-        raise EvaluationError(f"no dataset and prompt scored in both folders (first: {sorted(base_runs)}, "
-                              f"second: {sorted(new_runs)})")
+        raise EvaluationError(
+            f"no dataset and prompt scored in both folders (first: {sorted(base_runs)}, second: {sorted(new_runs)})"
+        )
     results = []
     for dataset, prompt in shared:
         base, new = base_runs[dataset, prompt], new_runs[dataset, prompt]
-        stats = compare_values(read_instances(base.path, metric), read_instances(new.path, metric),
-                               metric=metric, bootstrap=bootstrap, seed=seed)
+        stats = compare_values(
+            read_instances(base.path, metric),
+            read_instances(new.path, metric),
+            metric=metric,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
         results.append(PairedResult(dataset, prompt, _label(base_dir, base), _label(new_dir, new), metric, **stats))
     return results
 
@@ -168,12 +185,16 @@ def _label(results_dir: str | Path, run: Run) -> str:
 
 def markdown_table(results: list[PairedResult]) -> str:
     """One row per dataset and prompt."""
-    lines = ["| dataset | prompt | base | new | n | base mean | new mean | difference [95% CI] "
-             "| better / worse / equal | Wilcoxon p | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | prompt | base | new | n | base mean | new mean | difference [95% CI] "
+        "| better / worse / equal | Wilcoxon p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         p_value = "n/a" if math.isnan(r.p_value) else f"{r.p_value:.2g}"
-        lines.append(f"| {r.dataset} | {r.prompt} | {r.base} | {r.new} | {r.n} | {r.mean_base:.4f} "
-                     f"| {r.mean_new:.4f} | {r.mean_difference:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] "
-                     f"| {r.better} / {r.worse} / {r.equal} | {p_value} | {r.verdict} |")
+        lines.append(
+            f"| {r.dataset} | {r.prompt} | {r.base} | {r.new} | {r.n} | {r.mean_base:.4f} "
+            f"| {r.mean_new:.4f} | {r.mean_difference:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] "
+            f"| {r.better} / {r.worse} / {r.equal} | {p_value} | {r.verdict} |"
+        )
     return "\n".join(lines) + "\n"

@@ -27,7 +27,19 @@ from ultrasam_training.evaluation.runner import EvaluationResult, refine_label
 #: a spreadsheet reads a cell starting with one of these as a formula (CSV injection, OWASP)
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
-BASE_COLUMNS = ("dataset", "prompt", "model", "refine", "n", "mAP", "mAP@50", "mean Dice", "mean IoU", "NoC@85", "NoC@90")
+BASE_COLUMNS = (
+    "dataset",
+    "prompt",
+    "model",
+    "refine",
+    "n",
+    "mAP",
+    "mAP@50",
+    "mean Dice",
+    "mean IoU",
+    "NoC@85",
+    "NoC@90",
+)
 
 
 def safe_name(text: str) -> str:
@@ -47,10 +59,17 @@ def planned_paths(out_dir: str | Path, runs: Iterable[tuple[str, str, str, bool 
     for dataset, model, prompt, refine in runs:
         datasets[dataset] = None
         stem = run_stem(model, prompt, refine)
-        paths += [out / "instances" / safe_name(dataset) / f"{stem}.csv", out / "detections" / safe_name(dataset) / f"{stem}.json"]
+        paths += [
+            out / "instances" / safe_name(dataset) / f"{stem}.csv",
+            out / "detections" / safe_name(dataset) / f"{stem}.json",
+        ]
     for dataset in datasets:
         name = safe_name(dataset)
-        paths += [out / "tables" / f"{name}.md", out / "tables" / f"{name}.csv", out / "plots" / f"{name}__dice_hist.png"]
+        paths += [
+            out / "tables" / f"{name}.md",
+            out / "tables" / f"{name}.csv",
+            out / "plots" / f"{name}__dice_hist.png",
+        ]
         if clicks:
             paths.append(out / "plots" / f"{name}__iou_vs_clicks.png")
     return paths
@@ -155,8 +174,13 @@ def plot_dice_histogram(results: Sequence[EvaluationResult], path: Path, overwri
     axes = figure.add_subplot()
     bins = [i / 20 for i in range(21)]
     for result in results:
-        axes.hist([r.dice for r in result.records], bins=bins, histtype="step", linewidth=1.5,
-                  label=f"{_run_label(result)} · {result.prompt} (mean {result.summary['mean Dice']:.3f})")
+        axes.hist(
+            [r.dice for r in result.records],
+            bins=bins,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{_run_label(result)} · {result.prompt} (mean {result.summary['mean Dice']:.3f})",
+        )
     axes.set_xlabel("Dice per instance")
     axes.set_ylabel("instances")
     axes.set_xlim(0, 1)
@@ -212,10 +236,16 @@ def write_report(results: Sequence[EvaluationResult], out_dir: str | Path, *, ov
         stem = run_stem(result.model, result.prompt, result.refine)
         folder = safe_name(result.dataset)
         written.append(write_text_atomic(out / "instances" / folder / f"{stem}.csv", instances_csv(result), overwrite))
-        written.append(write_text_atomic(out / "detections" / folder / f"{stem}.json", json.dumps(result.detections) + "\n", overwrite))
+        written.append(
+            write_text_atomic(
+                out / "detections" / folder / f"{stem}.json", json.dumps(result.detections) + "\n", overwrite
+            )
+        )
     for dataset, group in _by_dataset(results).items():
         name = safe_name(dataset)
-        written.append(write_text_atomic(out / "tables" / f"{name}.md", f"## {dataset}\n\n" + markdown_table(group), overwrite))
+        written.append(
+            write_text_atomic(out / "tables" / f"{name}.md", f"## {dataset}\n\n" + markdown_table(group), overwrite)
+        )
         written.append(write_text_atomic(out / "tables" / f"{name}.csv", summary_csv(group), overwrite))
         written.append(plot_dice_histogram(group, out / "plots" / f"{name}__dice_hist.png", overwrite))
         if clicks:
@@ -224,10 +254,12 @@ def write_report(results: Sequence[EvaluationResult], out_dir: str | Path, *, ov
 
 
 def _summary_markdown(results: Sequence[EvaluationResult]) -> str:
-    parts = ["# Evaluation results\n",
-             "Class-agnostic COCO segm mAP (pycocotools, one prediction per GT instance, scored by predicted IoU); "
-             "Dice/IoU are per-instance means. Click columns (IoU after k clicks, NoC) come from the click "
-             "simulator and do not depend on the prompt column.\n"]
+    parts = [
+        "# Evaluation results\n",
+        "Class-agnostic COCO segm mAP (pycocotools, one prediction per GT instance, scored by predicted IoU); "
+        "Dice/IoU are per-instance means. Click columns (IoU after k clicks, NoC) come from the click "
+        "simulator and do not depend on the prompt column.\n",
+    ]
     for dataset, group in _by_dataset(results).items():
         parts.append(f"## {dataset}\n\n" + markdown_table(group))
     return "\n".join(parts)

@@ -63,8 +63,10 @@ class EvaluationResult:
     def line(self) -> str:
         """One human-readable line for logs."""
         s = self.summary
-        text = (f"{self.dataset} {self.model} {self.prompt} ({refine_label(self.refine)}): n={s['n']} "
-                f"mAP {s['mAP']:.3f} mAP@50 {s['mAP@50']:.3f} Dice {s['mean Dice']:.3f} IoU {s['mean IoU']:.3f}")
+        text = (
+            f"{self.dataset} {self.model} {self.prompt} ({refine_label(self.refine)}): n={s['n']} "
+            f"mAP {s['mAP']:.3f} mAP@50 {s['mAP@50']:.3f} Dice {s['mean Dice']:.3f} IoU {s['mean IoU']:.3f}"
+        )
         if s.get("NoC@85") is not None:
             text += f" NoC@85 {s['NoC@85']:.2f} NoC@90 {s['NoC@90']:.2f}"
         return text
@@ -79,12 +81,21 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def summarize(
-    dataset: EvalDataset, model: str, prompt: str, refine: bool | None, records: list[InstanceRecord],
-    detections: list[dict], clicks: int,
+    dataset: EvalDataset,
+    model: str,
+    prompt: str,
+    refine: bool | None,
+    records: list[InstanceRecord],
+    detections: list[dict],
+    clicks: int,
 ) -> dict[str, Any]:
     """The table row of one evaluation: COCO mAP over the whole set plus per-instance means."""
     summary: dict[str, Any] = {
-        "dataset": dataset.name, "prompt": prompt, "model": model, "refine": refine_label(refine), "n": len(records),
+        "dataset": dataset.name,
+        "prompt": prompt,
+        "model": model,
+        "refine": refine_label(refine),
+        "n": len(records),
     }
     summary.update(coco_segm_map(dataset.coco, detections))
     summary["mean Dice"] = _mean([r.dice for r in records])
@@ -123,7 +134,9 @@ def evaluate_dataset(
             raise EvaluationError(f"unknown prompt kind {prompt!r}; choose from {', '.join(PROMPT_KINDS)}")
         kind = "box" if prompt == "box" else "point"
         if kind not in segmenter.prompt_kinds:
-            raise EvaluationError(f"{segmenter.name} cannot take {prompt} prompts (only {', '.join(sorted(segmenter.prompt_kinds))})")
+            raise EvaluationError(
+                f"{segmenter.name} cannot take {prompt} prompts (only {', '.join(sorted(segmenter.prompt_kinds))})"
+            )
     if clicks < 0 or noc_cap < 1:
         raise EvaluationError("clicks must be ≥ 0 and the NoC cap ≥ 1")
     if clicks and "point" not in segmenter.prompt_kinds:
@@ -140,9 +153,13 @@ def evaluate_dataset(
                 click_columns: dict[str, Any] = {}
                 if clicks:
                     trace = simulate_clicks(
-                        lambda p, l, m: segmenter.segment(points=p, labels=l, mask_input=m),
-                        truth, max(clicks, noc_cap), stop_iou=0.90, min_clicks=clicks,
-                        feed_logits=feed_logits, rule=click_rule,
+                        lambda p, labels, m: segmenter.segment(points=p, labels=labels, mask_input=m),
+                        truth,
+                        max(clicks, noc_cap),
+                        stop_iou=0.90,
+                        min_clicks=clicks,
+                        feed_logits=feed_logits,
+                        rule=click_rule,
                     )
                     click_columns = {
                         "click_ious": [trace.iou_after(k) for k in range(1, clicks + 1)],
@@ -152,26 +169,46 @@ def evaluate_dataset(
                 for prompt in prompts:
                     result = segmenter.segment(**prompt_arguments(prompt, annotation, truth))
                     mask = np.asarray(result.mask, bool)
-                    records[prompt].append(InstanceRecord(
-                        image_id=image.id, annotation_id=annotation["id"], file_name=image.entry["file_name"],
-                        area=int(truth.sum()), score=float(result.score), dice=dice(mask, truth), iou=iou(mask, truth),
-                        **click_columns,
-                    ))
-                    detections[prompt].append({
-                        "image_id": image.id, "category_id": annotation["category_id"],
-                        "segmentation": encode_rle(mask), "score": float(result.score),
-                        "gt_annotation_id": annotation["id"],
-                    })
+                    records[prompt].append(
+                        InstanceRecord(
+                            image_id=image.id,
+                            annotation_id=annotation["id"],
+                            file_name=image.entry["file_name"],
+                            area=int(truth.sum()),
+                            score=float(result.score),
+                            dice=dice(mask, truth),
+                            iou=iou(mask, truth),
+                            **click_columns,
+                        )
+                    )
+                    detections[prompt].append(
+                        {
+                            "image_id": image.id,
+                            "category_id": annotation["category_id"],
+                            "segmentation": encode_rle(mask),
+                            "score": float(result.score),
+                            "gt_annotation_id": annotation["id"],
+                        }
+                    )
                 bar.update(1)
     seconds = time.perf_counter() - started
     results = []
     for prompt in prompts:
-        summary = summarize(dataset, segmenter.name, prompt, segmenter.refine, records[prompt], detections[prompt], clicks)
+        summary = summarize(
+            dataset, segmenter.name, prompt, segmenter.refine, records[prompt], detections[prompt], clicks
+        )
         summary["seconds"] = seconds
-        results.append(EvaluationResult(
-            dataset=dataset.name, model=segmenter.name, prompt=prompt, refine=segmenter.refine,
-            records=records[prompt], detections=detections[prompt], summary=summary,
-        ))
+        results.append(
+            EvaluationResult(
+                dataset=dataset.name,
+                model=segmenter.name,
+                prompt=prompt,
+                refine=segmenter.refine,
+                records=records[prompt],
+                detections=detections[prompt],
+                summary=summary,
+            )
+        )
         log.info("%s", results[-1].line())
     return results
 
@@ -200,6 +237,12 @@ def evaluate(
     segmenter = load_segmenter(model_or_checkpoint, family=family, refine=refine, device=device)
     dataset = EvalDataset.load(coco_path, image_root=image_root, limit=limit)
     return evaluate_dataset(
-        segmenter, dataset, [prompt], clicks=clicks, noc_cap=noc_cap, feed_logits=feed_logits,
-        click_rule=click_rule, progress=progress,
+        segmenter,
+        dataset,
+        [prompt],
+        clicks=clicks,
+        noc_cap=noc_cap,
+        feed_logits=feed_logits,
+        click_rule=click_rule,
+        progress=progress,
     )[0]

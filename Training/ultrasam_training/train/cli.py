@@ -21,8 +21,13 @@ from ultrasam_training.train.errors import TrainingError
 def _train(args: argparse.Namespace) -> int:
     from ultrasam_training.train.runner import parse_cfg_options, train
 
-    work_dir = train(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options),
-                     resume=args.resume, launcher=args.launcher)
+    work_dir = train(
+        args.config,
+        work_dir=args.work_dir,
+        cfg_options=parse_cfg_options(args.cfg_options),
+        resume=args.resume,
+        launcher=args.launcher,
+    )
     print(f"work dir: {work_dir}\nweights: {work_dir / 'model_final.safetensors'}")
     return 0
 
@@ -33,9 +38,17 @@ def _test(args: argparse.Namespace) -> int:
 
     if args.out and not args.overwrite and Path(args.out, "summary.md").exists():
         raise TrainingError(f"{args.out} already holds results; pass --overwrite to replace them")
-    results = run_evaluation(args.config, args.checkpoint, cfg_options=args.cfg_options, sets=args.sets,
-                             prompts=args.prompts, refine=args.refine, max_images=args.max_images,
-                             family=args.family, clicks=args.clicks)
+    results = run_evaluation(
+        args.config,
+        args.checkpoint,
+        cfg_options=args.cfg_options,
+        sets=args.sets,
+        prompts=args.prompts,
+        refine=args.refine,
+        max_images=args.max_images,
+        family=args.family,
+        clicks=args.clicks,
+    )
     for result in results:
         print(result.line())
     if args.out:
@@ -59,25 +72,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--work-dir", help="output folder (default work_dirs/<config name>)")
     train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
     train.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config entries")
-    train.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
-                       help="distributed launcher (pytorch under torchrun)")
+    train.add_argument(
+        "--launcher",
+        choices=("none", "pytorch", "slurm", "mpi"),
+        default="none",
+        help="distributed launcher (pytorch under torchrun)",
+    )
     train.set_defaults(func=_train)
 
     test = subparsers.add_parser("test", help="Dice and COCO mAP of a checkpoint on the config's evaluation sets")
     test.add_argument("config", help="config file or packaged config name")
-    test.add_argument("--checkpoint", required=True, nargs="+",
-                      help="model_final.safetensors, an mmengine checkpoint, or a weights name (e.g. litemedsam); "
-                           "several are compared on the same images")
+    test.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="model_final.safetensors, an mmengine checkpoint, or a weights name (e.g. litemedsam); "
+        "several are compared on the same images",
+    )
     test.add_argument("--sets", nargs="+", help="evaluation set names of the config to run (default: all)")
     test.add_argument("--prompts", nargs="+", choices=("point", "inside", "box"), help="prompt kinds")
     test.add_argument("--refine", nargs="+", choices=("on", "off"), help="refinement settings to evaluate")
     test.add_argument("--max-images", type=int, help="evaluate only the first N images of each set")
     test.add_argument("--family", help="preprocessing family of the checkpoints (default: the config's)")
     test.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", help="override config entries")
-    test.add_argument("--clicks", type=int, default=0, metavar="N",
-                      help="also simulate N clicks per instance: IoU@1..N and NoC@85/90")
-    test.add_argument("--out", metavar="RESULTS_DIR",
-                      help="write the tables and plots of ultrasam evaluate (summary.md/csv/json, per-instance CSV)")
+    test.add_argument(
+        "--clicks", type=int, default=0, metavar="N", help="also simulate N clicks per instance: IoU@1..N and NoC@85/90"
+    )
+    test.add_argument(
+        "--out",
+        metavar="RESULTS_DIR",
+        help="write the tables and plots of ultrasam evaluate (summary.md/csv/json, per-instance CSV)",
+    )
     test.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     test.set_defaults(func=_test)
 

@@ -52,7 +52,7 @@ def resolve_annotation_file(name: str | Path, shared_data_root: str | Path, spli
         return path
     from ultrasam_training.data.build import SHARED_OUTPUTS, build_shared_splits
 
-    split = text[len(SHARED_PREFIX):]
+    split = text[len(SHARED_PREFIX) :]
     if split not in SHARED_OUTPUTS:
         raise TrainingError(f"unknown shared split {split!r}; choose from {', '.join(SHARED_OUTPUTS)}")
     if not Path(shared_data_root).is_dir():
@@ -132,7 +132,9 @@ class UltraSamCocoDataset(Dataset):
             include_datasets, exclude_datasets, include_organs, exclude_organs, max_images
         )
         if not self.records:
-            raise TrainingError(f"no image with instances left in {', '.join(map(str, self.ann_files))} after filtering")
+            raise TrainingError(
+                f"no image with instances left in {', '.join(map(str, self.ann_files))} after filtering"
+            )
         self.cache = None
         if embedding_cache:
             from ultrasam_training.train.embeddings import build_embedding_cache
@@ -147,8 +149,12 @@ class UltraSamCocoDataset(Dataset):
                 progress=progress,
                 **options,
             )
-        log.info("%d images, %d instances from %s", len(self.records),
-                 sum(len(r["annotations"]) for r in self.records), ", ".join(map(str, self.ann_files)))
+        log.info(
+            "%d images, %d instances from %s",
+            len(self.records),
+            sum(len(r["annotations"]) for r in self.records),
+            ", ".join(map(str, self.ann_files)),
+        )
 
     # ------------------------------------------------------------------ records
     def _load_records(self, include_datasets, exclude_datasets, include_organs, exclude_organs, max_images):
@@ -176,12 +182,14 @@ class UltraSamCocoDataset(Dataset):
                 annotations = by_image.get(image["id"], [])
                 if not annotations:
                     continue  # filter_empty_gt, as the original
-                records.append({
-                    "image": image,
-                    "annotations": annotations,
-                    "path": resolve_image_path(ann_file, image["file_name"]),
-                    "dataset": dataset,
-                })
+                records.append(
+                    {
+                        "image": image,
+                        "annotations": annotations,
+                        "path": resolve_image_path(ann_file, image["file_name"]),
+                        "dataset": dataset,
+                    }
+                )
         return records[:max_images] if max_images else records
 
     def __len__(self) -> int:
@@ -222,8 +230,13 @@ class UltraSamCocoDataset(Dataset):
         if self.prompt_mode == "train":
             boxes = np.stack([gt_box(m) for m in masks]) * np.tile(geometry.scale_xy, 2)
             prompts = sample_training_prompts(
-                frame_masks, boxes, rng, point_probability=self.point_probability, max_jitter=self.box_jitter,
-                original_masks=masks, scale_xy=geometry.scale_xy,
+                frame_masks,
+                boxes,
+                rng,
+                point_probability=self.point_probability,
+                max_jitter=self.box_jitter,
+                original_masks=masks,
+                scale_xy=geometry.scale_xy,
             )
         else:
             prompts = model_frame_eval_prompts(masks, self.prompt_mode, geometry.scale_xy)

@@ -119,8 +119,10 @@ def build_embedding_cache(
     for start in range(done, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         rgbs = {i: load_rgb(Path(image_paths[i])) for i in {i for i, _ in chunk}}
-        tensors = [prepare_input(np.ascontiguousarray(rgbs[i][:, ::-1]) if FLIPS[f] else rgbs[i], model.spec)[0]
-                   for i, f in chunk]
+        tensors = [
+            prepare_input(np.ascontiguousarray(rgbs[i][:, ::-1]) if FLIPS[f] else rgbs[i], model.spec)[0]
+            for i, f in chunk
+        ]
         with torch.inference_mode():
             features = encoder(torch.cat(tensors)).float().numpy()
         for (i, f), feature in zip(chunk, features):
@@ -133,7 +135,13 @@ def build_embedding_cache(
     del array
     os.replace(partial_path, array_path)
     progress_path.unlink(missing_ok=True)
-    index = {"digest": digest, "family": model.spec.family, "dtype": dtype, "flips": list(FLIPS), "shape": shape,
-             "images": signatures}
+    index = {
+        "digest": digest,
+        "family": model.spec.family,
+        "dtype": dtype,
+        "flips": list(FLIPS),
+        "shape": shape,
+        "images": signatures,
+    }
     atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)), overwrite=True)
     return EmbeddingCache(folder, digest)

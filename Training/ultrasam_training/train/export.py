@@ -33,8 +33,13 @@ def plain_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def save_state_dict(
-    state_dict: Mapping[str, torch.Tensor], out: str | Path, *, family: str | None = None,
-    metadata: dict | None = None, overwrite: bool = False, verify: bool = True,
+    state_dict: Mapping[str, torch.Tensor],
+    out: str | Path,
+    *,
+    family: str | None = None,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
 ) -> Path:
     """Write ``state_dict`` atomically as safetensors; with ``verify`` first check it builds a model.
 
@@ -50,8 +55,9 @@ def save_state_dict(
     return atomic_write(Path(out), lambda tmp: write_safetensors(tensors, tmp, meta), overwrite=overwrite)
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | None = None,
-                      overwrite: bool = False) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, family: str | None = None, overwrite: bool = False
+) -> Path:
     """mmengine checkpoint (or any container) → plain segment_anything-layout ``out``."""
     container = read_checkpoint(checkpoint)
     state_dict = extract_state_dict(container, checkpoint)
@@ -60,8 +66,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, family: str | 
     family = family or _family(meta)
     if not any(k.startswith("mask_decoder.") for k in state_dict):
         raise TrainingError(f"{checkpoint} holds no mask decoder tensors: not a training checkpoint of this project")
-    return save_state_dict(state_dict, out, family=family, overwrite=overwrite,
-                           metadata={"source": str(checkpoint), "iteration": iteration})
+    return save_state_dict(
+        state_dict,
+        out,
+        family=family,
+        overwrite=overwrite,
+        metadata={"source": str(checkpoint), "iteration": iteration},
+    )
 
 
 def _family(meta: Mapping) -> str | None:

@@ -66,8 +66,13 @@ class ExportWeightsHook(Hook):
         model = _model(runner)
         path = Path(runner.work_dir) / self.filename
         config = Path(runner.cfg.filename).name if runner.cfg.filename else None
-        save_state_dict(model.state_dict(), path, family=model.spec.family, overwrite=True,
-                        metadata={"iteration": iterations_done, "config": config, "seed": runner.seed})
+        save_state_dict(
+            model.state_dict(),
+            path,
+            family=model.spec.family,
+            overwrite=True,
+            metadata={"iteration": iterations_done, "config": config, "seed": runner.seed},
+        )
         runner.logger.info(f"wrote {path} (after {iterations_done} iterations)")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -112,9 +117,17 @@ class PredictorValHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, ann_file: str, interval: int = 5000, prompts=("point", "box"), refine: bool = True,
-                 max_images: int | None = None, name: str = "val",
-                 shared_data_root: str = "../shared/data", splits_root: str = "work_dirs/data") -> None:
+    def __init__(
+        self,
+        ann_file: str,
+        interval: int = 5000,
+        prompts=("point", "box"),
+        refine: bool = True,
+        max_images: int | None = None,
+        name: str = "val",
+        shared_data_root: str = "../shared/data",
+        splits_root: str = "work_dirs/data",
+    ) -> None:
         self.ann_file = ann_file
         self.interval = interval
         self.prompts = tuple(prompts)
@@ -139,7 +152,9 @@ class PredictorValHook(Hook):
         deployed = model_from_state_dict(model.state_dict(), family=model.spec.family, fast=True).to(device)
         ann_file = resolve_annotation_file(self.ann_file, self.shared_data_root, self.splits_root)
         dataset = EvalDataset.load(ann_file, name=self.name, limit=self.max_images)
-        segmenter = ModelSegmenter(deployed, name=f"iter_{runner.iter}", refine=self.refine and deployed.spec.mask_prompt)
+        segmenter = ModelSegmenter(
+            deployed, name=f"iter_{runner.iter}", refine=self.refine and deployed.spec.mask_prompt
+        )
         scalars = {}
         for result in evaluate_dataset(segmenter, dataset, self.prompts, progress=False):
             runner.logger.info(f"iter {runner.iter}: {result.line()}")

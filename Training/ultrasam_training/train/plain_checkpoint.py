@@ -32,8 +32,12 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             return {TAG: "list", "items": [encode(v) for v in value.tolist()]}
-        return {TAG: "ndarray", "dtype": value.dtype.str, "shape": list(value.shape),
-                "data": torch.from_numpy(np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8).copy())}
+        return {
+            TAG: "ndarray",
+            "dtype": value.dtype.str,
+            "shape": list(value.shape),
+            "data": torch.from_numpy(np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8).copy()),
+        }
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Counter):

@@ -52,8 +52,9 @@ def plot_curves(source: str | Path, out_png: str | Path) -> Path:
         raise ValueError(f"{source} holds no training records")
     iterations = [r["iter"] for r in records]
     names = sorted({k for r in records for k in r if k.startswith("loss")})
-    figure, (loss_axis, lr_axis) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
-                                                gridspec_kw={"height_ratios": [3, 1]})
+    figure, (loss_axis, lr_axis) = plt.subplots(
+        2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     for name in names:
         values = [r.get(name) for r in records]
         points = [(i, v) for i, v in zip(iterations, values) if v is not None and v > 0]

@@ -62,18 +62,26 @@ def run_evaluation(
     family = family or cfg.get("family")
     if isinstance(checkpoints, (str, Path)):
         checkpoints = [checkpoints]
-    refine_flags = sorted({r == "on" for r in refine} if refine else {bool(r) for r in evaluation.get("refine", [True])})
+    refine_flags = sorted(
+        {r == "on" for r in refine} if refine else {bool(r) for r in evaluation.get("refine", [True])}
+    )
     kinds = list(prompts or evaluation.get("prompts", ["point", "box"]))
     taken: set[str] = set()
     segmenters = []
     for checkpoint in checkpoints:
         model, label = open_model(checkpoint, family=family, device="cpu"), _label(checkpoint, taken)
-        segmenters += [ModelSegmenter(model, name=label, refine=flag) for flag in refine_flags
-                       if not flag or model.spec.mask_prompt]
+        segmenters += [
+            ModelSegmenter(model, name=label, refine=flag)
+            for flag in refine_flags
+            if not flag or model.spec.mask_prompt
+        ]
     results: list[EvaluationResult] = []
     for name in chosen:
-        ann_file = resolve_annotation_file(available[name], evaluation.get("shared_data_root", "../shared/data"),
-                                           evaluation.get("splits_root", "work_dirs/data"))
+        ann_file = resolve_annotation_file(
+            available[name],
+            evaluation.get("shared_data_root", "../shared/data"),
+            evaluation.get("splits_root", "work_dirs/data"),
+        )
         dataset = EvalDataset.load(ann_file, name=name, limit=max_images)
         for segmenter in segmenters:
             results += evaluate_dataset(segmenter, dataset, kinds, clicks=clicks, progress=progress)

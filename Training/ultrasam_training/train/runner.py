@@ -151,8 +151,14 @@ def _runner_class():
                 checkpoint = read_checkpoint(path, allow_stubs=not resuming)
             except CheckpointError as exc:
                 what = "resume from" if resuming else "load_from"
-                hint = (" (checkpoints written before this version hold mmengine objects and cannot be resumed "
-                        "safely; start a new run with load_from= pointing at it)") if resuming else ""
+                hint = (
+                    (
+                        " (checkpoints written before this version hold mmengine objects and cannot be resumed "
+                        "safely; start a new run with load_from= pointing at it)"
+                    )
+                    if resuming
+                    else ""
+                )
                 raise TrainingError(f"{what}: {exc}{hint}") from exc
             if not isinstance(checkpoint, dict):
                 raise TrainingError(f"{filename} is not a checkpoint container ({type(checkpoint).__name__})")
@@ -189,19 +195,21 @@ def _record_run(runner, config_path: Path, resume: bool) -> None:
         return
     path = Path(runner.work_dir) / "run_info.json"
     history = json.loads(path.read_text()) if path.exists() else []
-    history.append({
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join(sys.argv),
-        "config": str(config_path),
-        "resume": resume,
-        "seed": runner.seed,
-        "randomness": dict(runner.cfg.get("randomness", {})),
-        "world_size": runner.world_size,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    })
+    history.append(
+        {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+            "config": str(config_path),
+            "resume": resume,
+            "seed": runner.seed,
+            "randomness": dict(runner.cfg.get("randomness", {})),
+            "world_size": runner.world_size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        }
+    )
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(history, indent=1)), overwrite=True)
 
 

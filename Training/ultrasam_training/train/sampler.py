@@ -73,8 +73,11 @@ class SeekingIterBasedTrainLoop(IterBasedTrainLoop):
         _, world_size = get_dist_info()
         sampler.seek(self._iter * self.dataloader.batch_size * world_size)
         self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
-        print_log(f"resuming the sample stream at iteration {self._iter} (position {sampler.start})",
-                  logger="current", level=logging.INFO)
+        print_log(
+            f"resuming the sample stream at iteration {self._iter} (position {sampler.start})",
+            logger="current",
+            level=logging.INFO,
+        )
 
     def run(self):
         self.runner.call_hook("before_train")

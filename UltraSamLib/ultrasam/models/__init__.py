@@ -122,6 +122,12 @@ from ultrasam.models.door import DEFAULT_WEIGHTS, open_model, resolve_device  # 
 load_model = open_model
 
 __all__ = [
-    "DEFAULT_WEIGHTS", "FAMILIES", "ModelSpec", "SamModel", "load_model", "model_from_state_dict", "open_model",
+    "DEFAULT_WEIGHTS",
+    "FAMILIES",
+    "ModelSpec",
+    "SamModel",
+    "load_model",
+    "model_from_state_dict",
+    "open_model",
     "resolve_device",
 ]

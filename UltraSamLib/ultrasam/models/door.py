@@ -19,6 +19,7 @@ import torch
 from ultrasam.checkpoints import checkpoint_meta, extract_state_dict, read_checkpoint
 from ultrasam.errors import CheckpointError, UltraSamError
 from ultrasam.weights import DEFAULT_WEIGHTS
+
 #: Keys of training wrappers that are not part of the model (mmengine's data preprocessor).
 NON_MODEL_PREFIXES = ("data_preprocessor.",)
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -95,7 +96,9 @@ def _container(source: str | Path | Mapping[str, Any]) -> tuple[str, Any, str | 
         entry = weights.get_entry(str(source))
     except weights.WeightsError:
         known = ", ".join(e.name for e in weights.list_weights())
-        raise CheckpointError(f"{source!s} is neither a checkpoint file nor a registered weights name ({known})") from None
+        raise CheckpointError(
+            f"{source!s} is neither a checkpoint file nor a registered weights name ({known})"
+        ) from None
     path = weights.fetch(entry.name)
     return str(path), read_checkpoint(path), entry.family
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
 from torch import Tensor
 
 from ultrasam.checkpoints import load_strict
@@ -24,9 +23,7 @@ DECODER_HEADS = 8
 
 def is_litemedsam_state_dict(sd: Mapping[str, Tensor]) -> bool:
     """True when the encoder tensors follow the TinyViT layout (stem ``patch_embed.seq``, staged ``layers``)."""
-    return any(
-        k.startswith(("image_encoder.patch_embed.seq.", "image_encoder.layers.0.blocks.")) for k in sd
-    )
+    return any(k.startswith(("image_encoder.patch_embed.seq.", "image_encoder.layers.0.blocks.")) for k in sd)
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:

@@ -64,7 +64,11 @@ def infer_sam_vit_config(sd: Mapping[str, torch.Tensor]) -> SamVitConfig:
     layers = {int(m[1]) for k in sd if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))}
     cross_dim = _shape(sd, "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight")[0]
     prompt_dim = _shape(sd, "mask_decoder.iou_token.weight")[1]
-    mask_in = sd["prompt_encoder.mask_downscaling.3.weight"].shape[0] if "prompt_encoder.mask_downscaling.3.weight" in sd else 16
+    mask_in = (
+        sd["prompt_encoder.mask_downscaling.3.weight"].shape[0]
+        if "prompt_encoder.mask_downscaling.3.weight" in sd
+        else 16
+    )
     return SamVitConfig(
         embed_dim=int(embed_dim),
         depth=len(blocks),

@@ -275,8 +275,10 @@ class WindowAttention(nn.Module):
             qkv = torch.cat([qkv, padding.expand(batch, ph - height, pw, 3 * dim)], dim=1)
         windows = window_partition(qkv, window)  # [B * windows, N, 3C]
         n_windows, tokens = windows.shape[:2]
-        q, k, v = windows.view(n_windows, tokens, self.num_heads, 3 * self.head_dim).transpose(1, 2).split(
-            self.head_dim, dim=-1
+        q, k, v = (
+            windows.view(n_windows, tokens, self.num_heads, 3 * self.head_dim)
+            .transpose(1, 2)
+            .split(self.head_dim, dim=-1)
         )
         # [1, heads, N, N]: broadcast over windows; a 4-D mask lets PyTorch use its fused CPU kernel.
         bias = self.attention_biases[:, self.bias_index].unsqueeze(0)
@@ -330,8 +332,9 @@ def window_merge(windows: Tensor, window: int, batch: int, height: int, width: i
 class TinyViTBlock(nn.Module):
     """Windowed attention, depthwise 3x3 ConvBN (local mixing), MLP; residuals around attn and MLP."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, mlp_ratio: float, local_conv_size: int,
-                 drop_path: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, mlp_ratio: float, local_conv_size: int, drop_path: float
+    ) -> None:
         super().__init__()
         self.attn = WindowAttention(dim, num_heads, window_size)
         self.local_conv = ConvBN(dim, dim, local_conv_size, groups=dim)
@@ -349,8 +352,9 @@ class TinyViTBlock(nn.Module):
 class ConvStage(nn.Module):
     """MBConv blocks, then an optional patch merging; works on [B, C, H, W]."""
 
-    def __init__(self, dim: int, depth: int, expand_ratio: float, drop_paths: list[float],
-                 downsample: Optional[PatchMerging]) -> None:
+    def __init__(
+        self, dim: int, depth: int, expand_ratio: float, drop_paths: list[float], downsample: Optional[PatchMerging]
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(MBConv(dim, expand_ratio, rate) for rate in drop_paths[:depth])
         self.downsample = downsample
@@ -364,8 +368,17 @@ class ConvStage(nn.Module):
 class AttentionStage(nn.Module):
     """TinyViT blocks, then an optional patch merging; takes and returns [B, C, H, W]."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 local_conv_size: int, drop_paths: list[float], downsample: Optional[PatchMerging]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        local_conv_size: int,
+        drop_paths: list[float],
+        downsample: Optional[PatchMerging],
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             TinyViTBlock(dim, num_heads, window_size, mlp_ratio, local_conv_size, rate) for rate in drop_paths[:depth]
@@ -398,7 +411,7 @@ class TinyViT(nn.Module):
         rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
         self.layers = nn.ModuleList()
         for i, (dim, depth) in enumerate(zip(config.embed_dims, config.depths)):
-            stage_rates = rates[sum(config.depths[:i]):]
+            stage_rates = rates[sum(config.depths[:i]) :]
             downsample = None
             if i < len(config.embed_dims) - 1:
                 downsample = PatchMerging(dim, config.embed_dims[i + 1], config.merge_strides[i])
@@ -406,8 +419,9 @@ class TinyViT(nn.Module):
             if heads is None:
                 stage: nn.Module = ConvStage(dim, depth, config.mbconv_expand_ratio, stage_rates, downsample)
             else:
-                stage = AttentionStage(dim, depth, heads, window, config.mlp_ratio, config.local_conv_size,
-                                       stage_rates, downsample)
+                stage = AttentionStage(
+                    dim, depth, heads, window, config.mlp_ratio, config.local_conv_size, stage_rates, downsample
+                )
             self.layers.append(stage)
 
         self.neck = nn.Sequential(
@@ -464,7 +478,7 @@ def tiny_vit_config_from_state_dict(sd: Mapping[str, Tensor], prefix: str = "ima
     resolution, a 3x3 stem halves it twice; the last patch merging keeps the resolution, the
     others halve it) and the input size is the one giving SAM's 64x64 embedding.
     """
-    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     stem_out, _, stem_k, _ = _shape(sd, "patch_embed.seq.2.c.weight")
     _, in_chans, _, _ = _shape(sd, "patch_embed.seq.0.c.weight")
     stages = count_numbered_children(sd, "layers.")
@@ -507,8 +521,9 @@ def tiny_vit_config_from_state_dict(sd: Mapping[str, Tensor], prefix: str = "ima
     for i in range(stages - 1):
         merge_in, merge_out = _shape(sd, f"layers.{i}.downsample.conv1.c.weight")[1::-1]
         if (merge_in, merge_out) != (dims[i], dims[i + 1]):
-            raise CheckpointError(f"TinyViT patch merging {i} maps {merge_in}->{merge_out}, stages say "
-                                  f"{dims[i]}->{dims[i + 1]}")
+            raise CheckpointError(
+                f"TinyViT patch merging {i} maps {merge_in}->{merge_out}, stages say {dims[i]}->{dims[i + 1]}"
+            )
     out_chans, neck_in = _shape(sd, "neck.0.weight")[:2]
     if neck_in != dims[-1]:
         raise CheckpointError(f"TinyViT neck takes {neck_in} channels but the last stage gives {dims[-1]}")

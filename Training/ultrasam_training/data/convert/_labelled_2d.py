@@ -21,8 +21,16 @@ from ultrasam_training.data.images import IMAGE_SUFFIXES, read_color_mask, read_
 from ultrasam_training.data.report import ConversionReport
 
 __all__ = [
-    "binary_mask", "color_masks", "find_root", "index_files", "load_colour_mask", "natural_key", "read_table",
-    "relative", "resize_nearest", "sorted_paths",
+    "binary_mask",
+    "color_masks",
+    "find_root",
+    "index_files",
+    "load_colour_mask",
+    "natural_key",
+    "read_table",
+    "relative",
+    "resize_nearest",
+    "sorted_paths",
 ]
 
 
@@ -75,7 +83,7 @@ def index_files(folder: Path, report: ConversionReport | None = None, *, strip_p
     for path in sorted_paths(p for p in folder.iterdir() if _is_image_file(p)):
         stem = _stem(path)
         if strip_prefix and stem.startswith(strip_prefix):
-            stem = stem[len(strip_prefix):]
+            stem = stem[len(strip_prefix) :]
         if stem in index:
             if report is not None:
                 report.note(f"{path}: same name as {index[stem].name}; left out")
@@ -119,7 +127,11 @@ def color_masks(
 
 
 def load_colour_mask(
-    image: Path, mask: Path, colors: Mapping[tuple[int, int, int], str], source: str, report: ConversionReport,
+    image: Path,
+    mask: Path,
+    colors: Mapping[tuple[int, int, int], str],
+    source: str,
+    report: ConversionReport,
     unmapped_are: str,
 ) -> Loaded:
     """An image and one mask per colour of its RGB mask; other colours are noted, never dropped in

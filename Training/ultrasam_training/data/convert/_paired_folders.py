@@ -58,8 +58,9 @@ def find_root(raw_dir: str | Path, required: Sequence[str], prefixes: Sequence[s
 def files(folder: Path, suffixes: Sequence[str] = SUFFIXES_2D) -> list[Path]:
     """Files of ``folder`` with one of ``suffixes`` (any case), in natural name order."""
     wanted = tuple(s.lower() for s in suffixes)
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted),
-                  key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted), key=lambda p: natural_key(p.name)
+    )
 
 
 def stem_key(path: Path) -> str:
@@ -101,9 +102,7 @@ def pair_files(
     return pairs
 
 
-def binary_mask(
-    path: Path, threshold: int, *, report: ConversionReport | None = None, source: str = ""
-) -> np.ndarray:
+def binary_mask(path: Path, threshold: int, *, report: ConversionReport | None = None, source: str = "") -> np.ndarray:
     """``mask >= threshold`` on the grey mask (1-bit masks count as 0/255).
 
     With ``report``, non-zero values below ``threshold`` are noted (for lossless masks whose rule
@@ -176,8 +175,9 @@ def folder_samples(
     """Samples of an image folder paired with a mask folder; ``fields(image)`` gives ids, labels, split."""
     pairs = pair_files(files(image_dir), files(mask_dir), report, lambda p: p.relative_to(root).as_posix(), key)
     return [
-        pair_sample(root, image, mask, category, threshold, report=report, note_below=note_below, resize=resize,
-                    **fields(image))
+        pair_sample(
+            root, image, mask, category, threshold, report=report, note_below=note_below, resize=resize, **fields(image)
+        )
         for image, mask in pairs
     ]
 
@@ -207,5 +207,7 @@ def read_class_csv(path: Path, classes: dict[int, str], report: ConversionReport
             if number in classes:
                 labels[id_key(row[0])] = classes[number]
             else:
-                report.note(f"{path.name}: class {row[1].strip()!r} of {row[0].strip()} is not one of {sorted(classes)}")
+                report.note(
+                    f"{path.name}: class {row[1].strip()!r} of {row[0].strip()} is not one of {sorted(classes)}"
+                )
     return labels

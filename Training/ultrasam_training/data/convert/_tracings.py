@@ -147,8 +147,10 @@ def traced_frame_samples(
             if index in remaining:
                 remaining.discard(index)
                 yield Sample(
-                    f"{source}#frame={index}", partial(_frame_sample, pixels, outlines[wanted[index]]),
-                    extra={**extra, "frame": index}, **sample_fields,
+                    f"{source}#frame={index}",
+                    partial(_frame_sample, pixels, outlines[wanted[index]]),
+                    extra={**extra, "frame": index},
+                    **sample_fields,
                 )
             if not remaining:
                 return
@@ -158,7 +160,9 @@ def traced_frame_samples(
     _skip_outside(report, source, wanted, sorted(remaining), f"after the video's {count} frames")
 
 
-def _skip_outside(report: ConversionReport, source: str, wanted: dict[int, int], indices: list[int], where: str) -> None:
+def _skip_outside(
+    report: ConversionReport, source: str, wanted: dict[int, int], indices: list[int], where: str
+) -> None:
     csv_frames = ", ".join(str(wanted[index]) for index in indices)
     frames = index_ranges(indices) if indices[0] >= 0 else ",".join(str(index) for index in indices)
     report.skip(f"{source}#frame={frames}", f"traced frame {where} (CSV Frame {csv_frames})")

@@ -29,7 +29,12 @@ import numpy as np
 
 from ultrasam_training.data.convert.options import ConvertOptions
 from ultrasam_training.data.convert.samples import (
-    READ_ERRORS, Loaded, Sample, convert_samples, natural_key, unmapped_values,
+    READ_ERRORS,
+    Loaded,
+    Sample,
+    convert_samples,
+    natural_key,
+    unmapped_values,
 )
 from ultrasam_training.data.convert.volumes import View, read_volume, slices, window_to_uint8
 from ultrasam_training.data.errors import DatasetError
@@ -185,8 +190,11 @@ def slice_samples(
         yield Sample(
             f"{pair.source}#{unit}={index}",
             partial(Loaded, np.ascontiguousarray(flip(image_slice, flip_how)), masks),
-            patient_id=pair.patient_id, case_id=pair.case_id, split=pair.split,
-            class_labels=(*pair.class_labels, *extra_labels), extra={**pair.extra, unit: index},
+            patient_id=pair.patient_id,
+            case_id=pair.case_id,
+            split=pair.split,
+            class_labels=(*pair.class_labels, *extra_labels),
+            extra={**pair.extra, unit: index},
         )
     for reason, indices in left_out.items():
         report.exclude(f"{pair.source}#{unit}={index_ranges(indices)}", reason)
@@ -211,7 +219,14 @@ def convert_pairs(
         raise DatasetError(f"{dataset}: no image volumes found (expected {expected})")
     samples = (s for pair in pairs for s in slice_samples(pair, report, keep_empty=options.keep_empty, **slicing))
     return convert_samples(
-        dataset, categories, samples, out_dir, options, description=description, url=url, report=report,
+        dataset,
+        categories,
+        samples,
+        out_dir,
+        options,
+        description=description,
+        url=url,
+        report=report,
         unit=slicing.get("unit", "slice"),
     )
 

@@ -31,8 +31,14 @@ DATASET = "abdomenus"
 CATEGORIES = ("liver", "kidney", "gallbladder", "spleen", "pancreas", "vessels", "adrenals", "bones")
 URL = "https://www.kaggle.com/datasets/ignaciorlando/ussimandsegm"
 COLORS = {
-    (100, 0, 100): "liver", (255, 255, 0): "kidney", (0, 0, 255): "pancreas", (255, 0, 0): "vessels",
-    (0, 255, 255): "adrenals", (0, 255, 0): "gallbladder", (255, 255, 255): "bones", (255, 0, 255): "spleen",
+    (100, 0, 100): "liver",
+    (255, 255, 0): "kidney",
+    (0, 0, 255): "pancreas",
+    (255, 0, 0): "vessels",
+    (0, 255, 255): "adrenals",
+    (0, 255, 0): "gallbladder",
+    (255, 255, 255): "bones",
+    (255, 0, 255): "spleen",
 }
 DOMAINS = ("RUS", "AUS")
 _SPLITS = {"train": "train", "test": "test", "val": "val"}
@@ -74,8 +80,11 @@ OPTIONS: dict[str, Any] = {"include_aus": False, "folder_split": False}
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert AbdomenUS into ``out_dir``: real (RUS) scans, and the synthetic AUS ones if ``include_aus``."""
     include_aus, folder_split = options.extras(OPTIONS, DATASET).values()
-    root = find_root(raw_dir, lambda d: any((d / domain / "images").is_dir() for domain in DOMAINS),
-                     "abdominal_US/{RUS,AUS}/{images,annotations}/{train,test}/")
+    root = find_root(
+        raw_dir,
+        lambda d: any((d / domain / "images").is_dir() for domain in DOMAINS),
+        "abdominal_US/{RUS,AUS}/{images,annotations}/{train,test}/",
+    )
     report = ConversionReport(DATASET)
     samples = _domain_samples(root, "RUS", folder_split, report)
     aus = _domain_samples(root, "AUS", folder_split, report)
@@ -85,6 +94,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         for sample in aus:
             report.exclude(sample.source_path, "AUS: synthetic image rendered from CT (include_aus=True keeps it)")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="AbdomenUS: abdominal ultrasound simulation and segmentation", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="AbdomenUS: abdominal ultrasound simulation and segmentation",
+        url=URL,
+        report=report,
     )

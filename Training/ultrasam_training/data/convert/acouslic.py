@@ -63,6 +63,16 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         for uuid, image, label in pair_files(images, masks, root, report)
     ]
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="ACOUSLIC-AI fetal abdomen sweeps",
-        url=URL, expected=EXPECTED, mapping=MAPPING, unit="frame", slice_labels=_planes,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="ACOUSLIC-AI fetal abdomen sweeps",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
+        unit="frame",
+        slice_labels=_planes,
     )

@@ -28,7 +28,12 @@ import numpy as np
 
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import (
-    READ_ERRORS, Loaded, Sample, convert_samples, natural_key, unmapped_values,
+    READ_ERRORS,
+    Loaded,
+    Sample,
+    convert_samples,
+    natural_key,
+    unmapped_values,
 )
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.report import ConversionReport
@@ -89,8 +94,10 @@ def _samples(raw_dir: Path, pairs: dict[str, dict[str, Path]], transpose: bool, 
             yield Sample(
                 f"{name}#slice={index}",
                 lambda i=index, images=images, masks=masks: Loaded(
-                    _to_uint8(_slice(images, i, transpose)), [("spine", _slice(masks, i, transpose) == 1)]),
-                patient_id=patient, extra={"slice": index},
+                    _to_uint8(_slice(images, i, transpose)), [("spine", _slice(masks, i, transpose) == 1)]
+                ),
+                patient_id=patient,
+                extra={"slice": index},
             )
 
 
@@ -104,6 +111,13 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     pairs = find_pairs(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(Path(raw_dir), pairs, transpose, report), out_dir, options,
-        description="ASUS: spine ultrasound segmentation", url=URL, report=report, unit="slice",
+        DATASET,
+        CATEGORIES,
+        _samples(Path(raw_dir), pairs, transpose, report),
+        out_dir,
+        options,
+        description="ASUS: spine ultrasound segmentation",
+        url=URL,
+        report=report,
+        unit="slice",
     )

@@ -60,8 +60,11 @@ def _polygons(data: object) -> list:
 def _load(image: Path, jsons: list[tuple[str, Path]]) -> Loaded:
     read_image_file(image)
     height, width = image_size(image)
-    masks = [(name, polygon_mask(points, height, width))
-             for name, path in jsons for points in _polygons(read_json_file(path))]
+    masks = [
+        (name, polygon_mask(points, height, width))
+        for name, path in jsons
+        for points in _polygons(read_json_file(path))
+    ]
     return Loaded(image, masks)
 
 
@@ -72,8 +75,7 @@ def _samples(root: Path, report: ConversionReport):
             report.note(f"class folder {class_name}/ is missing")
             continue
         images = {p.stem: p for p in (folder / "image").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
-        polygons = {name: {p.stem: p for p in (folder / "segmentation" / name).glob("*.json")}
-                    for name in CATEGORIES}
+        polygons = {name: {p.stem: p for p in (folder / "segmentation" / name).glob("*.json")} for name in CATEGORIES}
         for skipped in SKIPPED_STRUCTURES:
             count = len(list((folder / "segmentation" / skipped).glob("*.json")))
             if count:
@@ -95,6 +97,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report), out_dir, options,
-        description="AUL: Annotated Ultrasound Liver", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root, report),
+        out_dir,
+        options,
+        description="AUL: Annotated Ultrasound Liver",
+        url=URL,
+        report=report,
     )

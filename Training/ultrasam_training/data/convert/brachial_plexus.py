@@ -90,8 +90,11 @@ def _video_samples(
                 without_mask.append(index)
                 continue
             yield Sample(
-                f"{source}#frame={index}", partial(_load, pixels, present, threshold),
-                patient_id=stem, case_id=stem, extra={"frame": index},
+                f"{source}#frame={index}",
+                partial(_load, pixels, present, threshold),
+                patient_id=stem,
+                case_id=stem,
+                extra={"frame": index},
             )
     except DatasetError as exc:
         report.skip(source, str(exc))
@@ -115,17 +118,29 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     videos: dict[str, Path] = {}
     for path in sorted(root.rglob("*.mp4")):
         if path.stem in videos:
-            report.skip(path.relative_to(root).as_posix(), f"second video named {path.stem} (masks are matched by name)")
+            report.skip(
+                path.relative_to(root).as_posix(), f"second video named {path.stem} (masks are matched by name)"
+            )
         else:
             videos[path.stem] = path
     masks = _index_masks(root, videos, report)
     for stem in sorted(set(videos) - set(masks), key=natural_key):
         report.skip(videos[stem].relative_to(root).as_posix(), "no mask file for this video")
     samples = (
-        sample for stem in sorted(masks, key=natural_key)
-        for sample in _video_samples(videos[stem], videos[stem].relative_to(root).as_posix(), masks[stem], threshold, report)
+        sample
+        for stem in sorted(masks, key=natural_key)
+        for sample in _video_samples(
+            videos[stem], videos[stem].relative_to(root).as_posix(), masks[stem], threshold, report
+        )
     )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="Brachial plexus ultrasound videos (Regional-US)", url=URL, report=report, unit="frame",
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="Brachial plexus ultrasound videos (Regional-US)",
+        url=URL,
+        report=report,
+        unit="frame",
     )

@@ -86,9 +86,23 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         row = clinical.get(image.name, {})
         label = row.get("Classification", "").lower()
         extra = {"birads": row["BIRADS"]} if row.get("BIRADS") else {}
-        samples.append(Sample(image.name, _loader(image, masks.get(case, [])), patient_id=case, case_id=case,
-                              class_labels=[label] if label else (), extra=extra))
+        samples.append(
+            Sample(
+                image.name,
+                _loader(image, masks.get(case, [])),
+                patient_id=case,
+                case_id=case,
+                class_labels=[label] if label else (),
+                extra=extra,
+            )
+        )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="BrEaST: Breast-Lesions-USG", url=URL,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="BrEaST: Breast-Lesions-USG",
+        url=URL,
         report=report,
     )

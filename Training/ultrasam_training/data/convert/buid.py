@@ -37,7 +37,9 @@ def find_root(raw_dir: str | Path) -> Path:
     for candidate in [raw_dir] + (subdirs if len(subdirs) == 1 else []):
         if any(child(candidate, name) is not None for name in CLASSES):
             return candidate
-    raise DatasetError(f"{raw_dir}: layout not recognised; expected Benign/ and Malignant/ folders of BMP images + TIF masks")
+    raise DatasetError(
+        f"{raw_dir}: layout not recognised; expected Benign/ and Malignant/ folders of BMP images + TIF masks"
+    )
 
 
 #: dataset-specific options (``--option NAME=VALUE``) and their defaults
@@ -55,11 +57,24 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         if folder is None or not folder.is_dir():
             report.note(f"class folder {class_name}/ is missing")
             continue
-        pairs = pair_files(files(folder, IMAGE_SUFFIXES), files(folder, MASK_SUFFIXES), report,
-                           lambda p: p.relative_to(root).as_posix(), loose_key)
-        samples += [pair_sample(root, image, mask, CATEGORIES[0], threshold, report=report,
-                                class_labels=[class_name.lower()]) for image, mask in pairs]
+        pairs = pair_files(
+            files(folder, IMAGE_SUFFIXES),
+            files(folder, MASK_SUFFIXES),
+            report,
+            lambda p: p.relative_to(root).as_posix(),
+            loose_key,
+        )
+        samples += [
+            pair_sample(root, image, mask, CATEGORIES[0], threshold, report=report, class_labels=[class_name.lower()])
+            for image, mask in pairs
+        ]
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="BUID: Breast Ultrasound Images Database",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="BUID: Breast Ultrasound Images Database",
+        url=URL,
+        report=report,
     )

@@ -38,5 +38,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         report.note("DatasetB.xlsx (benign/malignant per image) is not read: images carry no class label")
     samples = folder_samples(root, child(root, "original"), child(root, "GT"), CATEGORIES[0], threshold, report)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="BUS Dataset B (UDIAT)", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="BUS Dataset B (UDIAT)",
+        url=URL,
+        report=report,
     )

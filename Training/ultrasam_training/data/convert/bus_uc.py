@@ -37,10 +37,12 @@ def _loader(image: Path, mask_path: Path, category: str, source: str, report: Co
         shape = image_size(read_image_file(image))
         mask = read_gray_mask(mask_path)
         if mask.shape != shape:
-            report.note(f"{source}: mask {mask.shape[1]}x{mask.shape[0]} resized (nearest) to the image "
-                        f"{shape[1]}x{shape[0]}")
+            report.note(
+                f"{source}: mask {mask.shape[1]}x{mask.shape[0]} resized (nearest) to the image {shape[1]}x{shape[0]}"
+            )
             mask = resize_nearest(mask, shape)
         return Loaded(image, [(category, mask >= THRESHOLD)])
+
     return load
 
 
@@ -62,20 +64,28 @@ def _samples(root: Path, report: ConversionReport) -> list[Sample]:
             if stem not in masks:
                 report.skip(source, f"no {class_dir.name}/masks/{stem}.*")
                 continue
-            samples.append(Sample(source, _loader(image, masks[stem], category, source, report),
-                                  class_labels=[category]))
+            samples.append(
+                Sample(source, _loader(image, masks[stem], category, source, report), class_labels=[category])
+            )
     return samples
 
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS_UC (Benign/ and Malignant/ folders) into ``out_dir``."""
-    root = find_root(raw_dir, lambda d: any(_class_dir(d, f) for f in FOLDERS),
-                     "BUS_UC/{Benign,Malignant}/{images,masks}/*.png")
+    root = find_root(
+        raw_dir, lambda d: any(_class_dir(d, f) for f in FOLDERS), "BUS_UC/{Benign,Malignant}/{images,masks}/*.png"
+    )
     report = ConversionReport(DATASET)
     samples = _samples(root, report)
     if not samples and not report.skipped:
         raise DatasetError(f"{root}: no images in Benign/images or Malignant/images")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="BUS_UC breast ultrasound", url=URL,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="BUS_UC breast ultrasound",
+        url=URL,
         report=report,
     )

@@ -27,8 +27,11 @@ COLORS = {(0, 255, 0): "benign", (255, 0, 0): "malignant"}
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert BUS-UCLM (``images/``, ``masks/``, optional ``INFO.csv``) into ``out_dir``."""
-    root = find_root(raw_dir, lambda d: (d / "images").is_dir() and (d / "masks").is_dir(),
-                     "images/<PATIENT>_<nnn>.png + masks/<PATIENT>_<nnn>.png (+ INFO.csv)")
+    root = find_root(
+        raw_dir,
+        lambda d: (d / "images").is_dir() and (d / "masks").is_dir(),
+        "images/<PATIENT>_<nnn>.png + masks/<PATIENT>_<nnn>.png (+ INFO.csv)",
+    )
     report = ConversionReport(DATASET)
     info = read_table(root / "INFO.csv", "Image") if (root / "INFO.csv").is_file() else {}
     images = index_files(root / "images", report)
@@ -45,6 +48,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         load = partial(load_colour_mask, image, masks[stem], COLORS, source, report, "neither green nor red")
         samples.append(Sample(source, load, patient_id=stem.split("_")[0], class_labels=[label] if label else ()))
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="BUS-UCLM breast ultrasound lesion segmentation", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="BUS-UCLM breast ultrasound lesion segmentation",
+        url=URL,
+        report=report,
     )

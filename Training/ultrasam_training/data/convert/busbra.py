@@ -68,10 +68,17 @@ def _samples(root: Path, report: ConversionReport, folds_file: str, test_fold: i
             split = "test" if int(row["kFold"]) == test_fold else "train"
         extra = {name.lower(): row[name] for name in ("BIRADS", "Histology") if row.get(name)}
         match = _PATIENT.match(case_id)
-        samples.append(Sample(
-            source, _loader(image, masks[key], pathology), patient_id=match[1] if match else case_id,
-            case_id=case_id, class_labels=[pathology], split=split, extra=extra,
-        ))
+        samples.append(
+            Sample(
+                source,
+                _loader(image, masks[key], pathology),
+                patient_id=match[1] if match else case_id,
+                case_id=case_id,
+                class_labels=[pathology],
+                split=split,
+                extra=extra,
+            )
+        )
     return samples
 
 
@@ -85,6 +92,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir, _is_root, _EXPECTED)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report, folds_file, test_fold), out_dir, options,
-        description="BUS-BRA: breast ultrasound dataset with BI-RADS categories", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root, report, folds_file, test_fold),
+        out_dir,
+        options,
+        description="BUS-BRA: breast ultrasound dataset with BI-RADS categories",
+        url=URL,
+        report=report,
     )

@@ -92,6 +92,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, [CATEGORY], _samples(root, report, only, threshold), out_dir, options,
-        description="BUSI: Breast Ultrasound Images Dataset", url=URL, report=report,
+        DATASET,
+        [CATEGORY],
+        _samples(root, report, only, threshold),
+        out_dir,
+        options,
+        description="BUSI: Breast Ultrasound Images Dataset",
+        url=URL,
+        report=report,
     )

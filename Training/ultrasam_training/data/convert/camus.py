@@ -17,7 +17,11 @@ import re
 from pathlib import Path
 
 from ultrasam_training.data.convert._volume_pairs import (
-    VolumePair, convert_pairs, find_root, nifti_stem, zero_outside_image,
+    VolumePair,
+    convert_pairs,
+    find_root,
+    nifti_stem,
+    zero_outside_image,
 )
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
@@ -54,13 +58,28 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         if match is None:
             continue
         label = image.with_name(f"{nifti_stem(image)}_gt.nii.gz")
-        pairs.append(VolumePair(
-            image, label if label.is_file() else None, image.relative_to(root).as_posix(),
-            patient_id=match["patient"], case_id=f"{match['patient']}_{match['view']}",
-            split=splits.get(match["patient"]), extra={"view": match["view"]},
-        ))
+        pairs.append(
+            VolumePair(
+                image,
+                label if label.is_file() else None,
+                image.relative_to(root).as_posix(),
+                patient_id=match["patient"],
+                case_id=f"{match['patient']}_{match['view']}",
+                split=splits.get(match["patient"]),
+                extra={"view": match["view"]},
+            )
+        )
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
-        description="CAMUS echocardiography half sequences", url=URL, expected=EXPECTED, mapping=MAPPING,
-        unit="frame", fix_label=zero_outside_image,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="CAMUS echocardiography half sequences",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
+        unit="frame",
+        fix_label=zero_outside_image,
     )

@@ -67,10 +67,16 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         match = _NAME.match(image.name)
         folder = image.parent.relative_to(root).as_posix()
         patient = f"{folder}/{match['patient']}" if folder != "." else match["patient"]
-        pairs.append(VolumePair(
-            image, label if label.is_file() else None, image.relative_to(root).as_posix(), patient_id=patient,
-            case_id=image.name[: -len("_image.nii.gz")], class_labels=(match["group"],) if match["group"] else (),
-        ))
+        pairs.append(
+            VolumePair(
+                image,
+                label if label.is_file() else None,
+                image.relative_to(root).as_posix(),
+                patient_id=patient,
+                case_id=image.name[: -len("_image.nii.gz")],
+                class_labels=(match["group"],) if match["group"] else (),
+            )
+        )
 
     def too_small(label_slice: np.ndarray) -> str | None:
         if np.count_nonzero(label_slice) < min_foreground * label_slice.size:
@@ -78,7 +84,18 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         return None
 
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
-        description="CardiacUDC echocardiography sequences", url=URL, expected=EXPECTED, mapping=MAPPING,
-        masks_of=_filled_masks, unit="frame", flip_how="diagonal", drop_slice=too_small,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="CardiacUDC echocardiography sequences",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
+        masks_of=_filled_masks,
+        unit="frame",
+        flip_how="diagonal",
+        drop_slice=too_small,
     )

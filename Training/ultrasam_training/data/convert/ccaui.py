@@ -40,12 +40,30 @@ OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert CCAUI into ``out_dir``."""
     threshold = options.extras(OPTIONS, DATASET)["threshold"]
-    root = find_root(raw_dir, (IMAGE_DIR, MASK_DIR), ("", "Common Carotid Artery Ultrasound Images"),
-                     f"'{IMAGE_DIR}/' and '{MASK_DIR}/' (Common Carotid Artery Ultrasound Images/)")
+    root = find_root(
+        raw_dir,
+        (IMAGE_DIR, MASK_DIR),
+        ("", "Common Carotid Artery Ultrasound Images"),
+        f"'{IMAGE_DIR}/' and '{MASK_DIR}/' (Common Carotid Artery Ultrasound Images/)",
+    )
     report = ConversionReport(DATASET)
-    samples = folder_samples(root, child(root, IMAGE_DIR), child(root, MASK_DIR), CATEGORIES[0], threshold, report,
-                             note_below=True, fields=_fields)
+    samples = folder_samples(
+        root,
+        child(root, IMAGE_DIR),
+        child(root, MASK_DIR),
+        CATEGORIES[0],
+        threshold,
+        report,
+        note_below=True,
+        fields=_fields,
+    )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="CCAUI: Common Carotid Artery Ultrasound Images", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="CCAUI: Common Carotid Artery Ultrasound Images",
+        url=URL,
+        report=report,
     )

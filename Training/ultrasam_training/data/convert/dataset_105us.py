@@ -30,7 +30,9 @@ THRESHOLD = 255
 _MASK_FOLDER = re.compile(r"mask|label|gt|segment|annot", re.IGNORECASE)
 
 
-def find_folders(raw_dir: str | Path, image_dir: str | None = None, mask_dir: str | None = None) -> tuple[Path, Path, Path]:
+def find_folders(
+    raw_dir: str | Path, image_dir: str | None = None, mask_dir: str | None = None
+) -> tuple[Path, Path, Path]:
     """``(root, image folder, mask folder)``: given by name, or the two image folders of the raw folder."""
     raw_dir = Path(raw_dir)
     if image_dir or mask_dir:
@@ -62,6 +64,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     report = ConversionReport(DATASET)
     samples = folder_samples(root, images, masks, CATEGORIES[0], threshold, report, key=loose_key, note_below=True)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="105US: 2D breast US images and tumour masks",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="105US: 2D breast US images and tumour masks",
+        url=URL,
+        report=report,
     )

@@ -45,9 +45,16 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     image_dir, mask_dir = STAGES[stage]
     root = find_root(raw_dir, (image_dir, mask_dir), PREFIXES, f"DDTI/{image_dir}/ and DDTI/{mask_dir}/")
     report = ConversionReport(DATASET)
-    samples = folder_samples(root, child(root, image_dir), child(root, mask_dir), CATEGORIES[0], threshold, report,
-                             note_below=True)
+    samples = folder_samples(
+        root, child(root, image_dir), child(root, mask_dir), CATEGORIES[0], threshold, report, note_below=True
+    )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="DDTI: Digital Database of Thyroid Ultrasound Images", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="DDTI: Digital Database of Thyroid Ultrasound Images",
+        url=URL,
+        report=report,
     )

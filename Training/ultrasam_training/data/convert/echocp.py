@@ -38,11 +38,27 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
             report.skip(image.name, "name is not <NNN>_<r|v>_image.nii.gz")
             continue
         label = image.with_name(image.name.replace("_image.nii.gz", "_label.nii.gz"))
-        pairs.append(VolumePair(
-            image, label if label.is_file() else None, image.name, patient_id=match["patient"],
-            case_id=f"{match['patient']}_{match['action'].lower()}", extra={"action": ACTIONS[match["action"].lower()]},
-        ))
+        pairs.append(
+            VolumePair(
+                image,
+                label if label.is_file() else None,
+                image.name,
+                patient_id=match["patient"],
+                case_id=f"{match['patient']}_{match['action'].lower()}",
+                extra={"action": ACTIONS[match["action"].lower()]},
+            )
+        )
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="EchoCP contrast echocardiography",
-        url=URL, expected=EXPECTED, mapping="chamber", unit="frame", flip_how="diagonal",
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="EchoCP contrast echocardiography",
+        url=URL,
+        expected=EXPECTED,
+        mapping="chamber",
+        unit="frame",
+        flip_how="diagonal",
     )

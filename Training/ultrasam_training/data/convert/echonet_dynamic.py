@@ -30,7 +30,10 @@ EXPECTED = "Videos/<name>.avi + VolumeTracings.csv (+ FileList.csv), optionally 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert the traced frames of EchoNet-Dynamic into ``out_dir``."""
     root = find_root(
-        raw_dir, ["EchoNet-Dynamic"], lambda p: (p / "VolumeTracings.csv").is_file() and (p / "Videos").is_dir(), EXPECTED
+        raw_dir,
+        ["EchoNet-Dynamic"],
+        lambda p: (p / "VolumeTracings.csv").is_file() and (p / "Videos").is_dir(),
+        EXPECTED,
     )
     report = ConversionReport(DATASET)
     unknown_splits: set[str] = set()
@@ -43,6 +46,13 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         return {"patient_id": stem, "split": split}
 
     return convert_samples(
-        DATASET, CATEGORIES, folder_samples(root, "", report, fields), out_dir, options,
-        description="EchoNet-Dynamic traced echocardiography frames", url=URL, report=report, unit="frame",
+        DATASET,
+        CATEGORIES,
+        folder_samples(root, "", report, fields),
+        out_dir,
+        options,
+        description="EchoNet-Dynamic traced echocardiography frames",
+        url=URL,
+        report=report,
+        unit="frame",
     )

@@ -56,16 +56,25 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
             elif row:
                 report.note(f"{view}/FileList.csv: Split {row['Split']!r} of {stem} is not a fold number")
             return {"patient_id": stem, "case_id": f"{stem}_{view}", "extra": extra}
+
         return fields
 
     views = [view for view in VIEWS if (root / view / "VolumeTracings.csv").is_file()]
     for view in sorted(set(VIEWS) - set(views)):
         report.note(f"{view}/VolumeTracings.csv not found: view left out")
     samples = (
-        sample for view in views
+        sample
+        for view in views
         for sample in folder_samples(root / view, f"{view}/", report, fields_of(view), frame_offset=frame_offset)
     )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="EchoNet-Pediatric traced echocardiography frames", url=URL, report=report, unit="frame",
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="EchoNet-Pediatric traced echocardiography frames",
+        url=URL,
+        report=report,
+        unit="frame",
     )

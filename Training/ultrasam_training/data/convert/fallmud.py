@@ -75,8 +75,10 @@ def _samples(root: Path, report: ConversionReport, rotated: list[str]):
         if not (folder / "images").is_dir():
             report.note(f"centre folder {centre}/images/ is missing")
             continue
-        masks = {name: {p.stem: p for p in (folder / sub).iterdir() if p.is_file()} if (folder / sub).is_dir() else {}
-                 for name, sub in MASK_FOLDERS}
+        masks = {
+            name: {p.stem: p for p in (folder / sub).iterdir() if p.is_file()} if (folder / sub).is_dir() else {}
+            for name, sub in MASK_FOLDERS
+        }
         images = sorted((p for p in (folder / "images").iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
         for image in images:
             source = f"{centre}/images/{image.name}"
@@ -85,11 +87,16 @@ def _samples(root: Path, report: ConversionReport, rotated: list[str]):
                 report.skip(source, f"no mask in {', '.join(missing)}/")
                 continue
             pairs = [(name, masks[name][image.stem]) for name, _ in MASK_FOLDERS]
-            yield Sample(source, lambda image=image, pairs=pairs, source=source: _load(image, pairs, rotated, source),
-                         extra={"centre": centre})
+            yield Sample(
+                source,
+                lambda image=image, pairs=pairs, source=source: _load(image, pairs, rotated, source),
+                extra={"centre": centre},
+            )
     if rotated:
-        report.note(f"{len(rotated)} masks rotated 90 degrees clockwise to fit their image: {', '.join(rotated[:5])}"
-                    + (" ..." if len(rotated) > 5 else ""))
+        report.note(
+            f"{len(rotated)} masks rotated 90 degrees clockwise to fit their image: {', '.join(rotated[:5])}"
+            + (" ..." if len(rotated) > 5 else "")
+        )
 
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
@@ -97,6 +104,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report, []), out_dir, options,
-        description="FALLMUD: muscle ultrasound, aponeuroses and fascicles", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root, report, []),
+        out_dir,
+        options,
+        description="FALLMUD: muscle ultrasound, aponeuroses and fascicles",
+        url=URL,
+        report=report,
     )

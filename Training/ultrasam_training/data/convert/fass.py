@@ -60,14 +60,16 @@ def _load(image: Path, arrays: Path, source: str, report: ConversionReport) -> L
     unknown = sorted(str(name) for name in structures if name not in CATEGORIES)
     if unknown:
         report.note(f"{source}: structures {', '.join(unknown)} have no category; left out")
-    return Loaded(image, [(name, np.squeeze(np.asarray(structures[name])) != 0)
-                          for name in CATEGORIES if name in structures])
+    return Loaded(
+        image, [(name, np.squeeze(np.asarray(structures[name])) != 0) for name in CATEGORIES if name in structures]
+    )
 
 
 def _samples(root: Path, report: ConversionReport):
     arrays = {p.stem: p for p in (root / ARRAYS).glob("*.npy")}
-    images = {p.stem: p for p in root.rglob("*")
-              if p.suffix.lower() == ".png" and p.is_file() and ARRAYS not in p.parts}
+    images = {
+        p.stem: p for p in root.rglob("*") if p.suffix.lower() == ".png" and p.is_file() and ARRAYS not in p.parts
+    }
     for stem in sorted(set(arrays) - set(images), key=natural_key):
         report.skip(f"{ARRAYS}/{arrays[stem].name}", "mask arrays without a PNG image")
     for stem in sorted(images, key=natural_key):
@@ -75,8 +77,9 @@ def _samples(root: Path, report: ConversionReport):
         if stem not in arrays:
             report.skip(source, f"no {ARRAYS}/{stem}.npy")
             continue
-        yield Sample(source, lambda image=images[stem], npy=arrays[stem], source=source:
-                     _load(image, npy, source, report))
+        yield Sample(
+            source, lambda image=images[stem], npy=arrays[stem], source=source: _load(image, npy, source, report)
+        )
 
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
@@ -84,6 +87,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report), out_dir, options,
-        description="FASS: Fetal Abdominal Structures Segmentation", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root, report),
+        out_dir,
+        options,
+        description="FASS: Fetal Abdominal Structures Segmentation",
+        url=URL,
+        report=report,
     )

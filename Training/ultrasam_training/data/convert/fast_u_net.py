@@ -45,8 +45,10 @@ def find_dataset(raw_dir: str | Path) -> Path:
         if any(any(g.rglob("*.png")) for g in groups):
             return candidate
         if any(any(g.glob("*.rar")) for g in groups):
-            raise DatasetError(f"{candidate}: only .rar archives found in AC/ and HC/; extract them first "
-                               "(e.g. `unrar x AC_image1.rar`), then convert the extracted folders")
+            raise DatasetError(
+                f"{candidate}: only .rar archives found in AC/ and HC/; extract them first "
+                "(e.g. `unrar x AC_image1.rar`), then convert the extracted folders"
+            )
     raise DatasetError(f"{raw_dir}: expected Dataset/AC/ and Dataset/HC/ with the extracted PNG images and masks")
 
 
@@ -98,8 +100,10 @@ def _samples(dataset: Path, report: ConversionReport):
             image = images[key]
             mask = masks.get(key, folder / "mask" / image.name)  # a missing mask is a skipped pair
             yield Sample(
-                str(image.relative_to(dataset)), lambda image=image, mask=mask: _load(image, mask),
-                patient_id=key.split("_")[0] if group == "HC" else None, class_labels=[group],
+                str(image.relative_to(dataset)),
+                lambda image=image, mask=mask: _load(image, mask),
+                patient_id=key.split("_")[0] if group == "HC" else None,
+                class_labels=[group],
                 split=split.get(image.name),
             )
 
@@ -109,6 +113,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     dataset = find_dataset(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(dataset, report), out_dir, options, description="Fast-U-Net AC and HC images",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(dataset, report),
+        out_dir,
+        options,
+        description="Fast-U-Net AC and HC images",
+        url=URL,
+        report=report,
     )

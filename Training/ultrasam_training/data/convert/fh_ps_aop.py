@@ -67,6 +67,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     if not samples:
         raise DatasetError(f"{root}: no image_mha/*.mha (expected {EXPECTED})")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="FH-PS-AOP pubic symphysis and fetal head",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="FH-PS-AOP pubic symphysis and fetal head",
+        url=URL,
+        report=report,
     )

@@ -64,8 +64,15 @@ def _values_present(mask: np.ndarray) -> Counter:
 
 #: the generic converter's own options (the CLI's "generic converter" flags) and their defaults
 OPTIONS: dict[str, Any] = {
-    "dataset": "generic", "image_dir": "images", "mask_dir": "masks", "mask_pattern": "{stem}.png",
-    "categories": None, "threshold": 1, "recursive": False, "patient_pattern": None, "class_from_folder": False,
+    "dataset": "generic",
+    "image_dir": "images",
+    "mask_dir": "masks",
+    "mask_pattern": "{stem}.png",
+    "categories": None,
+    "threshold": 1,
+    "recursive": False,
+    "patient_pattern": None,
+    "class_from_folder": False,
 }
 
 
@@ -178,11 +185,21 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     for image_path in _image_paths(images_root, masks_root, mask_pattern, extra["recursive"]):
         relative = image_path.relative_to(images_root)
         labels = [relative.parent.name] if extra["class_from_folder"] and relative.parent.name else []
-        samples.append(Sample(
-            relative.as_posix(), partial(_load, image_path, masks_root / relative.parent, mask_pattern, rule),
-            patient_id=_patient_id(patient_regex, relative.as_posix(), report), class_labels=labels,
-        ))
+        samples.append(
+            Sample(
+                relative.as_posix(),
+                partial(_load, image_path, masks_root / relative.parent, mask_pattern, rule),
+                patient_id=_patient_id(patient_regex, relative.as_posix(), report),
+                class_labels=labels,
+            )
+        )
     return convert_samples(
-        dataset, rule.names, samples, out_dir, options, description=f"{dataset} (generic image/mask folders)",
-        report=report, summarise=rule.note_unmapped,
+        dataset,
+        rule.names,
+        samples,
+        out_dir,
+        options,
+        description=f"{dataset} (generic image/mask folders)",
+        report=report,
+        summarise=rule.note_unmapped,
     )

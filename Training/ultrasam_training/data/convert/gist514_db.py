@@ -51,8 +51,9 @@ def _category_names(coco: dict, source: str, report: ConversionReport) -> dict[i
     return mapping
 
 
-def _load(image: Path, entry: dict, annotations: list[dict], mapping: dict[int, str], source: str,
-          report: ConversionReport) -> Loaded:
+def _load(
+    image: Path, entry: dict, annotations: list[dict], mapping: dict[int, str], source: str, report: ConversionReport
+) -> Loaded:
     read_image_file(image)
     height, width = image_size(image)
     declared = (entry.get("height"), entry.get("width"))
@@ -89,9 +90,11 @@ def _samples(root: Path, fold: int, report: ConversionReport):
             labels = sorted({mapping[a["category_id"]] for a in anns if a.get("category_id") in mapping})
             yield Sample(
                 f"images/{Path(name).name}",
-                lambda image=root / "images" / Path(name).name, entry=entry, anns=anns, mapping=mapping,
-                source=f"images/{Path(name).name}": _load(image, entry, anns, mapping, source, report),
-                class_labels=labels, split=split,
+                lambda image=root / "images" / Path(name).name, entry=entry, anns=anns, mapping=mapping, source=f"images/{Path(name).name}": (
+                    _load(image, entry, anns, mapping, source, report)
+                ),
+                class_labels=labels,
+                split=split,
             )
     unlisted = [p for p in (root / "images").iterdir() if p.is_file() and p.name not in listed]
     if unlisted:
@@ -110,6 +113,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         raise DatasetError(f"{root / 'annotations'}: no {{train,val}}_anno_crop_split_{fold}.json")
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, fold, report), out_dir, options, description="GIST514-DB", url=URL,
+        DATASET,
+        CATEGORIES,
+        _samples(root, fold, report),
+        out_dir,
+        options,
+        description="GIST514-DB",
+        url=URL,
         report=report,
     )

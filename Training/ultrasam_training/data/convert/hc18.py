@@ -119,6 +119,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, [CATEGORY], _samples(root, report, only), out_dir, options,
-        description="HC18: fetal head circumference", url=URL, report=report,
+        DATASET,
+        [CATEGORY],
+        _samples(root, report, only),
+        out_dir,
+        options,
+        description="HC18: fetal head circumference",
+        url=URL,
+        report=report,
     )

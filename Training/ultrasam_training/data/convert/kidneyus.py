@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ultrasam_training.data.convert._labelled_2d import (
-    find_root, index_files, natural_key, read_table, relative, sorted_paths,
+    find_root,
+    index_files,
+    natural_key,
+    read_table,
+    relative,
+    sorted_paths,
 )
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
@@ -71,8 +76,11 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     """Convert kidneyUS capsule annotations of ``sonographer`` (1 or 2) into ``out_dir``."""
     sonographer = options.extras(OPTIONS, DATASET)["sonographer"]
     capsule = Path("labels") / f"reviewed_masks_{sonographer}" / "capsule"
-    root = find_root(raw_dir, lambda d: (d / capsule).is_dir(),
-                     f"{capsule.as_posix()}/*.png and the unpacked kidneyUS_images_14_june_2022 PNGs")
+    root = find_root(
+        raw_dir,
+        lambda d: (d / capsule).is_dir(),
+        f"{capsule.as_posix()}/*.png and the unpacked kidneyUS_images_14_june_2022 PNGs",
+    )
     report = ConversionReport(DATASET)
     masks = index_files(root / capsule, report)
     images = _images(root, report)
@@ -87,9 +95,22 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         if stem not in masks:
             report.exclude(source, f"no {capsule.as_posix()}/{stem}.png (image not annotated)")
             continue
-        samples.append(Sample(source, _loader(image, masks[stem]), patient_id=stem.split("_")[0], case_id=stem,
-                              extra=attributes.get(image.name, {})))
+        samples.append(
+            Sample(
+                source,
+                _loader(image, masks[stem]),
+                patient_id=stem.split("_")[0],
+                case_id=stem,
+                extra=attributes.get(image.name, {}),
+            )
+        )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="Open Kidney Ultrasound Data Set (capsule)",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="Open Kidney Ultrasound Data Set (capsule)",
+        url=URL,
+        report=report,
     )

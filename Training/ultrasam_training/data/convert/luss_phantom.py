@@ -62,6 +62,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     folders = find_folders(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(Path(raw_dir), folders, report), out_dir, options,
-        description="LUSS phantom: lung ultrasound artefact segmentation", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(Path(raw_dir), folders, report),
+        out_dir,
+        options,
+        description="LUSS phantom: lung ultrasound artefact segmentation",
+        url=URL,
+        report=report,
     )

@@ -21,7 +21,12 @@ import re
 from pathlib import Path
 
 from ultrasam_training.data.convert._volume_pairs import (
-    VolumePair, convert_pairs, find_root, nifti_stem, pair_files, zero_outside_image,
+    VolumePair,
+    convert_pairs,
+    find_root,
+    nifti_stem,
+    pair_files,
+    zero_outside_image,
 )
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.report import ConversionReport
@@ -32,8 +37,10 @@ URL = "https://zenodo.org/records/10475293"
 MAPPING = {1: "prostate"}
 SPLITS = ("train", "test")
 ROOT_NAME = "Micro_Ultrasound_Prostate_Segmentation_Dataset"
-EXPECTED = (f"{{train,test}}/micro_ultrasound_scans/microUS_<split>_<NN>.nii.gz + "
-            f"{{train,test}}/expert_annotations/expert_annotation_<split>_<NN>.nii.gz, optionally in {ROOT_NAME}/")
+EXPECTED = (
+    f"{{train,test}}/micro_ultrasound_scans/microUS_<split>_<NN>.nii.gz + "
+    f"{{train,test}}/expert_annotations/expert_annotation_<split>_<NN>.nii.gz, optionally in {ROOT_NAME}/"
+)
 _NUMBER = re.compile(r"(\d+)$")
 
 
@@ -56,8 +63,9 @@ def micro_us_pairs(raw_dir: str | Path, report: ConversionReport) -> list[Volume
         labels = _by_number(root / split / "expert_annotations")
         for number, image, label in pair_files(images, labels, root, report):
             case = f"{split}_{number}"
-            pairs.append(VolumePair(image, label, image.relative_to(root).as_posix(), patient_id=case, case_id=case,
-                                    split=split))
+            pairs.append(
+                VolumePair(image, label, image.relative_to(root).as_posix(), patient_id=case, case_id=case, split=split)
+            )
     return pairs
 
 
@@ -66,7 +74,16 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     report = ConversionReport(DATASET)
     pairs = micro_us_pairs(raw_dir, report)
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
-        description="MicroSeg micro-ultrasound prostate", url=URL, expected=EXPECTED, mapping=MAPPING,
-        flip_how="diagonal", fix_label=zero_outside_image,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="MicroSeg micro-ultrasound prostate",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
+        flip_how="diagonal",
+        fix_label=zero_outside_image,
     )

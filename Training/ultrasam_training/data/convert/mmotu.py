@@ -35,7 +35,12 @@ from ultrasam_training.data.coco import CocoBuilder, normalise_coco
 from ultrasam_training.data.convert.output import DatasetOutput
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import (
-    EMPTY_EXCLUDED, Loaded, Sample, convert_samples, natural_key, read_image_file,
+    EMPTY_EXCLUDED,
+    Loaded,
+    Sample,
+    convert_samples,
+    natural_key,
+    read_image_file,
 )
 from ultrasam_training.data.errors import DatasetError
 from ultrasam_training.data.images import image_size, read_array
@@ -47,8 +52,14 @@ DATASET = "mmotu_2d"
 URL = "https://github.com/cv516Buaa/MMOTU_DS2Net"
 #: tumour types in class-index order of the cls files (the raw release's categories)
 CLASSES = (
-    "chocolate_cyst", "serous_cystadenoma", "teratoma", "thera_cell_tumor",
-    "simple_cyst", "normal_ovary", "mucinous_cystadenoma", "high_grade_serous",
+    "chocolate_cyst",
+    "serous_cystadenoma",
+    "teratoma",
+    "thera_cell_tumor",
+    "simple_cyst",
+    "normal_ovary",
+    "mucinous_cystadenoma",
+    "high_grade_serous",
 )
 CATEGORIES = CLASSES
 CLS_FILES = {"train_cls.txt": "train", "val_cls.txt": "test"}
@@ -59,8 +70,10 @@ def find_raw_root(raw_dir: str | Path) -> Path | None:
     """The raw release folder (``raw_dir`` or its ``OTU_2d``), or None when ``raw_dir`` is not one."""
     raw_dir = Path(raw_dir)
     for candidate in (raw_dir, raw_dir / "OTU_2d", raw_dir / "OTU_2d" / "OTU_2d"):
-        if (candidate / "images").is_dir() and (candidate / "annotations").is_dir() and any(
-            (candidate / name).is_file() for name in CLS_FILES
+        if (
+            (candidate / "images").is_dir()
+            and (candidate / "annotations").is_dir()
+            and any((candidate / name).is_file() for name in CLS_FILES)
         ):
             return candidate
     return None
@@ -123,8 +136,14 @@ def convert_raw(root: Path, out_dir: str | Path, options: ConvertOptions) -> Con
     """Convert the raw OTU_2d release at ``root`` (see the module docstring)."""
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _raw_samples(root, report), out_dir, options,
-        description="MMOTU-2D ovarian tumours (OTU_2d)", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _raw_samples(root, report),
+        out_dir,
+        options,
+        description="MMOTU-2D ovarian tumours (OTU_2d)",
+        url=URL,
+        report=report,
     )
 
 

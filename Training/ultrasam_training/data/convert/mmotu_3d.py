@@ -71,8 +71,11 @@ def _samples(root: Path, report: ConversionReport):
         report.skip(f"annotations/{masks[stem].name}", "mask without image")
     for stem in sorted(images, key=natural_key):
         mask = masks.get(stem, root / "annotations" / f"{stem}.PNG")  # a missing mask is a skipped pair
-        yield Sample(f"images/{images[stem].name}", lambda image=images[stem], mask=mask: _load(image, mask),
-                     split=split.get(stem))
+        yield Sample(
+            f"images/{images[stem].name}",
+            lambda image=images[stem], mask=mask: _load(image, mask),
+            split=split.get(stem),
+        )
 
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
@@ -80,6 +83,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, report), out_dir, options, description="MMOTU-3D (OTU_3d)", url=URL,
+        DATASET,
+        CATEGORIES,
+        _samples(root, report),
+        out_dir,
+        options,
+        description="MMOTU-3D (OTU_3d)",
+        url=URL,
         report=report,
     )

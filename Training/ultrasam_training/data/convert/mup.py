@@ -42,6 +42,16 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     report = ConversionReport(DATASET)
     pairs = micro_us_pairs(raw_dir, report)
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="MUP micro-ultrasound prostate",
-        url=URL, expected=EXPECTED, mapping=MAPPING, flip_how="vertical", fix_label=_zero_background,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="MUP micro-ultrasound prostate",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
+        flip_how="vertical",
+        fix_label=_zero_background,
     )

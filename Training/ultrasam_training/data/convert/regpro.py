@@ -67,8 +67,9 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     for split in SPLITS:
         images, labels = _files(root / split / "us_images"), _files(root / split / "us_labels")
         for case, image, label in pair_files(images, labels, root, report):
-            pairs.append(VolumePair(image, label, image.relative_to(root).as_posix(), patient_id=case, case_id=case,
-                                    split=split))
+            pairs.append(
+                VolumePair(image, label, image.relative_to(root).as_posix(), patient_id=case, case_id=case, split=split)
+            )
 
     def select_channels(label: np.ndarray, image: np.ndarray) -> np.ndarray:
         stack = label[..., None] if label.ndim == 3 else label
@@ -79,7 +80,17 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         return stack[..., list(channels)]
 
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report, description="mu-RegPro TRUS prostate volumes",
-        url=URL, expected=EXPECTED, fix_label=select_channels, masks_of=_channel_masks, view="sagittal",
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="mu-RegPro TRUS prostate volumes",
+        url=URL,
+        expected=EXPECTED,
+        fix_label=select_channels,
+        masks_of=_channel_masks,
+        view="sagittal",
         flip_how="diagonal",
     )

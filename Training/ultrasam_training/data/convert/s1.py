@@ -52,8 +52,11 @@ def _split_samples(split_dir: Path, split: str, report: ConversionReport) -> lis
 
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert S1 (``Data/TrainingDataSet`` and ``Data/TestingDataSet``) into ``out_dir``."""
-    root = find_root(raw_dir, lambda d: any((d / name).is_dir() for name in SPLITS),
-                     "Data/{TrainingDataSet,TestingDataSet}/{BreastTumourImages,Expanded-3-channel-Labels}/")
+    root = find_root(
+        raw_dir,
+        lambda d: any((d / name).is_dir() for name in SPLITS),
+        "Data/{TrainingDataSet,TestingDataSet}/{BreastTumourImages,Expanded-3-channel-Labels}/",
+    )
     report = ConversionReport(DATASET)
     samples = []
     for folder, split in SPLITS.items():
@@ -62,6 +65,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         else:
             report.note(f"{folder}/ is missing")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="S1 breast ultrasound tumour segmentation",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="S1 breast ultrasound tumour segmentation",
+        url=URL,
+        report=report,
     )

@@ -142,7 +142,11 @@ def _load(sample: Sample, report: ConversionReport, keep_empty: bool) -> tuple[L
 
 
 def _add(
-    sample: Sample, loaded: Loaded, size: tuple[int, int], output: DatasetOutput, builder: CocoBuilder,
+    sample: Sample,
+    loaded: Loaded,
+    size: tuple[int, int],
+    output: DatasetOutput,
+    builder: CocoBuilder,
     report: ConversionReport,
 ) -> None:
     """Place the image and add one instance per connected component of each mask."""
@@ -153,8 +157,14 @@ def _add(
         if file_name is None:
             return
     image_id = builder.add_image(
-        file_name, *size, source_path=sample.source_path, patient_id=sample.patient_id,
-        case_id=sample.case_id, class_labels=sample.class_labels, split=sample.split, **sample.extra,
+        file_name,
+        *size,
+        source_path=sample.source_path,
+        patient_id=sample.patient_id,
+        case_id=sample.case_id,
+        class_labels=sample.class_labels,
+        split=sample.split,
+        **sample.extra,
     )
     added = 0
     for index, (name, mask) in enumerate(loaded.masks):

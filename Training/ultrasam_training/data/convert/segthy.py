@@ -49,10 +49,25 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     pairs = []
     for case, image, label in pair_files(images, labels, root, report):
         volunteer = _VOLUNTEER.match(case)
-        pairs.append(VolumePair(image, label, image.relative_to(root).as_posix(), case_id=case,
-                                patient_id=volunteer[1] if volunteer else case))
+        pairs.append(
+            VolumePair(
+                image,
+                label,
+                image.relative_to(root).as_posix(),
+                case_id=case,
+                patient_id=volunteer[1] if volunteer else case,
+            )
+        )
     return convert_pairs(
-        DATASET, CATEGORIES, pairs, out_dir, options, report=report,
-        description="SegThy thyroid ultrasound volumes", url=URL, expected=EXPECTED, mapping=MAPPING,
+        DATASET,
+        CATEGORIES,
+        pairs,
+        out_dir,
+        options,
+        report=report,
+        description="SegThy thyroid ultrasound volumes",
+        url=URL,
+        expected=EXPECTED,
+        mapping=MAPPING,
         flip_how="diagonal",
     )

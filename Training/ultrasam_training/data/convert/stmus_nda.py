@@ -16,7 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ultrasam_training.data.convert._labelled_2d import (
-    find_root, index_files, natural_key, relative, sorted_paths,
+    find_root,
+    index_files,
+    natural_key,
+    relative,
+    sorted_paths,
 )
 from ultrasam_training.data.convert.options import DEFAULTS, ConvertOptions
 from ultrasam_training.data.convert.samples import Loaded, Sample, convert_samples, read_image_file
@@ -28,8 +32,10 @@ CATEGORIES = ("transverse_musculoskeletal",)
 URL = "https://data.mendeley.com/datasets/3jykz7wz8d/1"
 MUSCLES = ("BB", "GM", "TA")
 CONDITIONS = ("healthy", "pathological")
-_EXPECTED = ("Polito-Radboud-DeepLearningUS/{BB,GM,TA}/.../Masks/*.png with images alongside "
-             "(unpack DATASET_10.1016j.compbiomed.2021.104623.zip first)")
+_EXPECTED = (
+    "Polito-Radboud-DeepLearningUS/{BB,GM,TA}/.../Masks/*.png with images alongside "
+    "(unpack DATASET_10.1016j.compbiomed.2021.104623.zip first)"
+)
 
 
 def _loader(image: Path, mask: Path):
@@ -61,8 +67,9 @@ def _muscle_samples(root: Path, muscle_dir: Path, report: ConversionReport) -> l
             continue
         parts = [p.lower() for p in image.relative_to(muscle_dir).parts]
         labels = [c for c in CONDITIONS if c in parts]
-        samples.append(Sample(source, _loader(image, masks[key]), class_labels=labels,
-                              extra={"muscle": muscle_dir.name}))
+        samples.append(
+            Sample(source, _loader(image, masks[key]), class_labels=labels, extra={"muscle": muscle_dir.name})
+        )
     return samples
 
 
@@ -77,6 +84,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         else:
             report.note(f"muscle folder {muscle}/ is missing")
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options,
-        description="STMUS_NDA transverse musculoskeletal ultrasound", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="STMUS_NDA transverse musculoskeletal ultrasound",
+        url=URL,
+        report=report,
     )

@@ -39,7 +39,9 @@ def find_root(raw_dir: str | Path) -> Path:
     for candidate in (raw_dir, child(raw_dir, "Hospital"), child(raw_dir, "STU-Hospital/Hospital")):
         if candidate is not None and candidate.is_dir() and any(candidate.glob("[Mm]ask_*.png")):
             return candidate
-    raise DatasetError(f"{raw_dir}: layout not recognised; expected Hospital/Test_Image_<n>.png + Hospital/mask_<n>.png")
+    raise DatasetError(
+        f"{raw_dir}: layout not recognised; expected Hospital/Test_Image_<n>.png + Hospital/mask_<n>.png"
+    )
 
 
 #: dataset-specific options (``--option NAME=VALUE``) and their defaults
@@ -55,9 +57,17 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     masks = [p for p in pngs if p.stem.lower().startswith("mask_")]
     images = [p for p in pngs if p not in masks]
     pairs = pair_files(images, masks, report, lambda p: p.relative_to(root).as_posix(), _number)
-    samples = [pair_sample(root, image, mask, CATEGORIES[0], threshold, report=report, note_below=True, resize=True)
-               for image, mask in pairs]
+    samples = [
+        pair_sample(root, image, mask, CATEGORIES[0], threshold, report=report, note_below=True, resize=True)
+        for image, mask in pairs
+    ]
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="STU-Hospital breast ultrasound", url=URL,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="STU-Hospital breast ultrasound",
+        url=URL,
         report=report,
     )

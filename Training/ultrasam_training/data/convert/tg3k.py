@@ -53,14 +53,31 @@ OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert TG3K into ``out_dir``."""
     threshold = options.extras(OPTIONS, DATASET)["threshold"]
-    root = find_root(raw_dir, (IMAGE_DIR, MASK_DIR), ("", "tg3k", "Thyroid Dataset/tg3k"),
-                     f"tg3k/{IMAGE_DIR}/ and tg3k/{MASK_DIR}/ (+ {SPLIT_FILE})")
+    root = find_root(
+        raw_dir,
+        (IMAGE_DIR, MASK_DIR),
+        ("", "tg3k", "Thyroid Dataset/tg3k"),
+        f"tg3k/{IMAGE_DIR}/ and tg3k/{MASK_DIR}/ (+ {SPLIT_FILE})",
+    )
     report = ConversionReport(DATASET)
     image_dir = child(root, IMAGE_DIR)
     splits = official_splits(root, files(image_dir), report)
-    samples = folder_samples(root, image_dir, child(root, MASK_DIR), CATEGORIES[0], threshold, report,
-                             fields=lambda image: {"split": splits.get(image)})
+    samples = folder_samples(
+        root,
+        image_dir,
+        child(root, MASK_DIR),
+        CATEGORIES[0],
+        threshold,
+        report,
+        fields=lambda image: {"split": splits.get(image)},
+    )
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="TG3K: thyroid gland segmentation", url=URL,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="TG3K: thyroid gland segmentation",
+        url=URL,
         report=report,
     )

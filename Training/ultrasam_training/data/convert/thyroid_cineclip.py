@@ -30,7 +30,9 @@ DATASET = "thyroid_cineclip"
 CATEGORIES = ("thyroid",)
 URL = "https://stanfordaimi.azurewebsites.net/datasets/a72f2b02-7b53-4c5d-963c-d7253220bfd5"
 HDF5 = "dataset.hdf5"
-EXPECTED = f"{HDF5} (datasets image, mask, annot_id, frame_num) + metadata.csv, optionally inside thyroidultrasoundcineclip/"
+EXPECTED = (
+    f"{HDF5} (datasets image, mask, annot_id, frame_num) + metadata.csv, optionally inside thyroidultrasoundcineclip/"
+)
 
 
 def _text(value) -> str:
@@ -82,9 +84,12 @@ def _samples(path: Path, labels: dict[str, str], report: ConversionReport) -> It
             annot = ids[index] if ids is not None else None
             extra = {"frame": frames[index]} if frames is not None else {}
             yield Sample(
-                source, partial(_loaded, image, mask),
-                patient_id=annot.split("_")[0] if annot else None, case_id=annot,
-                class_labels=[labels[annot]] if annot in labels else [], extra=extra,
+                source,
+                partial(_loaded, image, mask),
+                patient_id=annot.split("_")[0] if annot else None,
+                case_id=annot,
+                class_labels=[labels[annot]] if annot in labels else [],
+                extra=extra,
             )
 
 
@@ -94,6 +99,13 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     report = ConversionReport(DATASET)
     labels = _tirads(root, report)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root / HDF5, labels, report), out_dir, options,
-        description="Stanford Thyroid Ultrasound Cine-clip", url=URL, report=report, unit="frame",
+        DATASET,
+        CATEGORIES,
+        _samples(root / HDF5, labels, report),
+        out_dir,
+        options,
+        description="Stanford Thyroid Ultrasound Cine-clip",
+        url=URL,
+        report=report,
+        unit="frame",
     )

@@ -36,8 +36,12 @@ OPTIONS: dict[str, Any] = {"threshold": THRESHOLD}
 def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = DEFAULTS) -> ConversionReport:
     """Convert TN3K (trainval and test) into ``out_dir``."""
     threshold = options.extras(OPTIONS, DATASET)["threshold"]
-    root = find_root(raw_dir, ("trainval-image", "trainval-mask"), ("", "tn3k", "Thyroid Dataset/tn3k"),
-                     "tn3k/trainval-image/ + trainval-mask/ (and test-image/ + test-mask/)")
+    root = find_root(
+        raw_dir,
+        ("trainval-image", "trainval-mask"),
+        ("", "tn3k", "Thyroid Dataset/tn3k"),
+        "tn3k/trainval-image/ + trainval-mask/ (and test-image/ + test-mask/)",
+    )
     report = ConversionReport(DATASET)
     samples = []
     for part, split in PARTS.items():
@@ -54,6 +58,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
 
         samples += folder_samples(root, image_dir, mask_dir, CATEGORIES[0], threshold, report, fields=fields)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="TN3K: thyroid nodule segmentation", url=URL,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="TN3K: thyroid nodule segmentation",
+        url=URL,
         report=report,
     )

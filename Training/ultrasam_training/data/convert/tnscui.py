@@ -63,6 +63,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
 
     samples = folder_samples(root, image_dir, mask_dir, CATEGORIES[0], threshold, report, fields=fields)
     return convert_samples(
-        DATASET, CATEGORIES, samples, out_dir, options, description="TN-SCUI 2020: thyroid nodule segmentation",
-        url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        samples,
+        out_dir,
+        options,
+        description="TN-SCUI 2020: thyroid nodule segmentation",
+        url=URL,
+        report=report,
     )

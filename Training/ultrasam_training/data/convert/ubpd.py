@@ -23,8 +23,14 @@ from ultrasam_training.data.images import image_size
 from ultrasam_training.data.report import ConversionReport
 
 DATASET = "ubpd"
-LABELS = {"dongmai": "artery", "jingmai": "vein", "jirouzuzhi": "muscle", "shenjing": "nerve",
-          "zhifang": "fat", "jizhu": "spine"}
+LABELS = {
+    "dongmai": "artery",
+    "jingmai": "vein",
+    "jirouzuzhi": "muscle",
+    "shenjing": "nerve",
+    "zhifang": "fat",
+    "jizhu": "spine",
+}
 CATEGORIES = ("artery", "vein", "muscle", "nerve", "fat", "spine")
 URL = "https://ubpd.worldwidetracing.com:9443/"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -88,6 +94,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
         raise DatasetError(f"{root}: no labelme .json files (expected JPG images + labelme JSON with the same stem)")
     annotations = _index(jsons, root, "labelme file", report)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root, annotations, report), out_dir, options,
-        description="UBPD: Ultrasound Brachial Plexus Dataset", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root, annotations, report),
+        out_dir,
+        options,
+        description="UBPD: Ultrasound Brachial Plexus Dataset",
+        url=URL,
+        report=report,
     )

@@ -28,7 +28,9 @@ CATEGORIES = ("cervical_nerves",)
 URL = "https://www.kaggle.com/c/ultrasound-nerve-segmentation"
 THRESHOLD = 150
 _NAME = re.compile(r"^(?P<subject>\d+)_(?P<image>\d+)(?P<mask>_mask)?$")
-EXPECTED = "train/<subject>_<image>.tif + train/<subject>_<image>_mask.tif, optionally inside ultrasound-nerve-segmentation/"
+EXPECTED = (
+    "train/<subject>_<image>.tif + train/<subject>_<image>_mask.tif, optionally inside ultrasound-nerve-segmentation/"
+)
 
 
 def _is_root(folder: Path) -> bool:
@@ -70,6 +72,12 @@ def convert(raw_dir: str | Path, out_dir: str | Path, options: ConvertOptions = 
     root = find_root(raw_dir, ["ultrasound-nerve-segmentation"], _is_root, EXPECTED)
     report = ConversionReport(DATASET)
     return convert_samples(
-        DATASET, CATEGORIES, _samples(root / "train", threshold, report), out_dir, options,
-        description="Kaggle Ultrasound Nerve Segmentation (training set)", url=URL, report=report,
+        DATASET,
+        CATEGORIES,
+        _samples(root / "train", threshold, report),
+        out_dir,
+        options,
+        description="Kaggle Ultrasound Nerve Segmentation (training set)",
+        url=URL,
+        report=report,
     )

@@ -61,8 +61,11 @@ def window_to_uint8(volume: np.ndarray, low: float | None = None, high: float | 
         raise DatasetError("volume holds no finite value")
     low = float(data[finite].min()) if low is None else float(low)
     high = float(data[finite].max()) if high is None else float(high)
-    if np.issubdtype(volume.dtype, np.integer) and low >= 0 and high <= 255 and (low, high) == (
-        float(data[finite].min()), float(data[finite].max())
+    if (
+        np.issubdtype(volume.dtype, np.integer)
+        and low >= 0
+        and high <= 255
+        and (low, high) == (float(data[finite].min()), float(data[finite].max()))
     ):
         return volume.astype(np.uint8)  # already 8-bit values in a wider type: keep them as they are
     scale = 255.0 / (high - low) if high > low else 0.0
