@@ -724,7 +724,8 @@ def test_phantom_volume_propagation(app, litemedsam):
     mask = logic.segment(volume, roiNode=roi, sliceIndex=middle, axis="sagittal", propagate=True)
 
     slices = sorted(logic.lastOutcome.results)
-    assert logic.predictor.encoded == len(slices) - 1  # the precomputed slice was not encoded again
+    # every kept slice but the precomputed one, plus at most the frame each sweep looked at and refused
+    assert len(slices) - 1 <= logic.predictor.encoded <= len(slices) + 1
     lesion = np.flatnonzero(truth.any(axis=(0, 1)))
     assert set(lesion) <= set(slices) and slices == list(range(slices[0], slices[-1] + 1))
     per_slice = [dice(mask[:, :, i], truth[:, :, i]) for i in lesion]

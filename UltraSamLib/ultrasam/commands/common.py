@@ -30,9 +30,10 @@ def add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--propagate", action="store_true", help="carry masks from the prompted frames to their neighbours, until the object ends")
     group.add_argument("--range", nargs=2, type=int, metavar=("FIRST", "LAST"), help="never propagate outside these frames (inclusive)")
     group.add_argument("--stop-rule", choices=("evidence", "score"), default="evidence",
-                       help="evidence (default): stop where the masks say the object ended (area jump, mask against its "
-                            "prompt box, stability, predicted IoU); score: only on an empty mask or a low predicted IoU "
-                            "(the rule before keyframes)")
+                       help="evidence (default): stop where the masks say the object ended (two frames in a row whose "
+                            "mask looks, to the image encoder, unlike the keyframe's object; or area jumps, a mask "
+                            "against its prompt box, low stability or predicted IoU); score: only on an empty mask or "
+                            "a low predicted IoU (the rule before keyframes)")
     group.add_argument("--min-score", type=float, default=None, help="also stop where the predicted IoU falls below this (default 0.5)")
     group.add_argument("--use-logits", action="store_true", help="also pass the previous frame's logits as a mask prompt")
 
