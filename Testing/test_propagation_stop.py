@@ -55,7 +55,7 @@ class BoxFollowingPredictor:
     def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=False, refine=None) -> Prediction:
         mask = np.zeros(SHAPE, bool)
         x0, y0, x1, y1 = box
-        mask[int(np.ceil(y0)):int(np.floor(y1)), int(np.ceil(x0)):int(np.floor(x1))] = True
+        mask[int(np.ceil(y0)) : int(np.floor(y1)), int(np.ceil(x0)) : int(np.floor(x1))] = True
         logits = np.where(mask, 8.0, -8.0)
         return Prediction(mask[None, None], np.array([[self.score(self.frame, box)]]), logits[None, None])
 
@@ -88,7 +88,9 @@ def test_every_frame_takes_the_mask_of_its_nearest_keyframe():
 def test_a_frame_between_two_keyframes_keeps_the_higher_score():
     for winner in (LEFT, RIGHT):  # frame 5 lies 3 frames from each keyframe
         predictor = BoxFollowingPredictor(score=lambda frame, box: 0.9 if (box[0] < 15) == (winner == LEFT) else 0.7)
-        results = run({2: FramePrompts(2, box=np.array(LEFT)), 8: FramePrompts(8, box=np.array(RIGHT))}, predictor=predictor)
+        results = run(
+            {2: FramePrompts(2, box=np.array(LEFT)), 8: FramePrompts(8, box=np.array(RIGHT))}, predictor=predictor
+        )
         np.testing.assert_array_equal(results[5].mask, rectangle(*winner))
         np.testing.assert_array_equal(results[4].mask, rectangle(*LEFT))
         np.testing.assert_array_equal(results[6].mask, rectangle(*RIGHT))
@@ -98,7 +100,9 @@ def test_a_frame_between_two_keyframes_keeps_the_higher_score():
 def test_a_stopped_sweep_leaves_its_frames_to_the_other_keyframe():
     # keyframe 8's sweep down is stopped at 6 by a low score; keyframe 2's sweep carries on up to 6
     predictor = BoxFollowingPredictor(score=lambda frame, box: 0.2 if frame == 6 and box[0] > 15 else 0.9)
-    results = run({2: FramePrompts(2, box=np.array(LEFT)), 8: FramePrompts(8, box=np.array(RIGHT))}, predictor=predictor)
+    results = run(
+        {2: FramePrompts(2, box=np.array(LEFT)), 8: FramePrompts(8, box=np.array(RIGHT))}, predictor=predictor
+    )
     for frame in range(12):
         np.testing.assert_array_equal(results[frame].mask, rectangle(*(LEFT if frame <= 6 else RIGHT)))
     ends = {(end.keyframe, end.step): end for end in results.sweeps}
@@ -168,8 +172,17 @@ def evidence(**values) -> Evidence:
     ],
 )
 def test_each_test_of_the_rule_names_its_reason(change, reason):
-    rule = StopRule(min_area=1, min_score=0.5, min_stability=0.3, max_growth=3.0, min_shrink=0.1, max_fill=0.95,
-                    min_box_iou=0.2, min_similarity=0.8, min_margin=-0.1)
+    rule = StopRule(
+        min_area=1,
+        min_score=0.5,
+        min_stability=0.3,
+        max_growth=3.0,
+        min_shrink=0.1,
+        max_fill=0.95,
+        min_box_iou=0.2,
+        min_similarity=0.8,
+        min_margin=-0.1,
+    )
     assert rule.reason(evidence()) is None
     assert rule.reason(evidence(**change)) == reason
 
@@ -182,8 +195,15 @@ def test_the_default_rule_keeps_a_healthy_frame_and_compares_appearance():
 
 def test_the_legacy_rule_stops_only_on_an_empty_mask_or_a_low_score():
     legacy = StopRule.legacy(min_score=0.5)
-    for change in (dict(stability=0.0), dict(area=40000), dict(area=1), dict(fill=1.0), dict(box_iou=0.0),
-                   dict(similarity=-0.9), dict(margin=-1.9)):
+    for change in (
+        dict(stability=0.0),
+        dict(area=40000),
+        dict(area=1),
+        dict(fill=1.0),
+        dict(box_iou=0.0),
+        dict(similarity=-0.9),
+        dict(margin=-1.9),
+    ):
         assert legacy.reason(evidence(**change)) is None
     assert legacy.reason(evidence(area=0)) == "empty" and legacy.reason(evidence(score=0.49)) == "score"
 
@@ -212,7 +232,9 @@ def test_evidence_measures_the_mask_against_its_prompt_box(prompt, mask, previou
     mx, my, mw, mh = mask
     box = np.array([px, py, px + pw, py + ph], float)
     drawn = rectangle(mx, my, mx + mw, my + mh)
-    measured = Evidence.measure(drawn, np.where(drawn, 3.0, -3.0), 0.8, box, np.arange(SHAPE[0] * SHAPE[1]).reshape(SHAPE) < previous)
+    measured = Evidence.measure(
+        drawn, np.where(drawn, 3.0, -3.0), 0.8, box, np.arange(SHAPE[0] * SHAPE[1]).reshape(SHAPE) < previous
+    )
     overlap = max(0, min(px + pw, mx + mw) - max(px, mx)) * max(0, min(py + ph, my + mh) - max(py, my))
     assert measured.area == mw * mh and measured.previous_area == previous
     assert measured.box_iou == pytest.approx(overlap / (pw * ph + mw * mh - overlap))
@@ -233,11 +255,18 @@ def clear_sweep(litemedsam_checkpoint):
     """A dark lesion on sagittal slices 5..15 of 20, propagated with LiteMedSAM from slice 10's box."""
     from ultrasam.models import open_model
 
-    image, truth = synthetic_volume((48, 128, 20), Lesion(center=(24, 64, 10), radii=(10, 26, 6), echogenicity=0.08), seed=5)
+    image, truth = synthetic_volume(
+        (48, 128, 20), Lesion(center=(24, 64, 10), radii=(10, 26, 6), echogenicity=0.08), seed=5
+    )
     box = mask_to_box(truth[:, :, 10]) + np.array([-3.0, -3.0, 3.0, 3.0])
     predictor = Predictor(open_model(litemedsam_checkpoint), cache_size=64)
-    results = pipeline.segment(frames_along(Volume(image), "sagittal"), {10: FramePrompts(10, box=box)}, predictor,
-                               propagate=True, progress=False)
+    results = pipeline.segment(
+        frames_along(Volume(image), "sagittal"),
+        {10: FramePrompts(10, box=box)},
+        predictor,
+        propagate=True,
+        progress=False,
+    )
     return results, truth
 
 
@@ -263,8 +292,18 @@ def test_encoding_ahead_on_the_worker_changes_nothing(tiny_checkpoint):
     model = open_model(tiny_checkpoint)
     image, truth = synthetic_volume((48, 96, 10), seed=3)
     prompts = {5: FramePrompts(5, box=mask_to_box(truth[:, :, 5]))}
-    runs = [propagate(Predictor(model), lambda n: image[:, :, n], 10, prompts, lookahead=ahead, progress=False,
-                      stop_rule=StopRule.legacy(0.0)) for ahead in (0, 3)]
+    runs = [
+        propagate(
+            Predictor(model),
+            lambda n: image[:, :, n],
+            10,
+            prompts,
+            lookahead=ahead,
+            progress=False,
+            stop_rule=StopRule.legacy(0.0),
+        )
+        for ahead in (0, 3)
+    ]
     assert sorted(runs[0]) == sorted(runs[1]) == list(range(10))
     for index in runs[0]:
         np.testing.assert_array_equal(runs[0][index].mask, runs[1][index].mask)
@@ -278,9 +317,16 @@ def test_cancel_ends_the_run_and_its_worker(tiny_checkpoint):
 
     image, truth = synthetic_volume((48, 96, 10), seed=3)
     polls = []
-    results = propagate(Predictor(open_model(tiny_checkpoint)), lambda n: image[:, :, n], 10,
-                        {5: FramePrompts(5, box=mask_to_box(truth[:, :, 5]))}, lookahead=2, progress=False,
-                        should_stop=lambda: len(polls.append(0) or polls) > 3, stop_rule=StopRule.legacy(0.0))
+    results = propagate(
+        Predictor(open_model(tiny_checkpoint)),
+        lambda n: image[:, :, n],
+        10,
+        {5: FramePrompts(5, box=mask_to_box(truth[:, :, 5]))},
+        lookahead=2,
+        progress=False,
+        should_stop=lambda: len(polls.append(0) or polls) > 3,
+        stop_rule=StopRule.legacy(0.0),
+    )
     assert 1 <= len(results) < 10 and {end.reason for end in results.sweeps} == {"cancelled"}
     assert not any(thread.name == "ultrasam-encoder" for thread in threading.enumerate())
 
@@ -296,9 +342,28 @@ def test_cli_propagates_a_cine_from_several_keyframes(tmp_path, tiny_checkpoint,
     sitk.WriteImage(case.volume.to_sitk(), str(cine))
     (first, prompt), (second, _) = case.box_prompts(2).items()
     out = tmp_path / "cine.seg.nrrd"
-    arguments = ["segment", cine, "--frame", first, "--frame", second, "--box", *prompt.box, "--propagate",
-                 "--stop-rule", "score", "--min-score", "0", "--range", first - 2, second + 2,
-                 "--checkpoint", tiny_checkpoint, "--out", out]
+    arguments = [
+        "segment",
+        cine,
+        "--frame",
+        first,
+        "--frame",
+        second,
+        "--box",
+        *prompt.box,
+        "--propagate",
+        "--stop-rule",
+        "score",
+        "--min-score",
+        "0",
+        "--range",
+        first - 2,
+        second + 2,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--out",
+        out,
+    ]
     assert main([str(a) for a in arguments]) == 0
     printed = capsys.readouterr().out
     assert printed.count("propagation from") == 4 and f"wrote {out} ({second - first + 5} frames)" in printed

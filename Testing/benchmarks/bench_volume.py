@@ -48,8 +48,19 @@ METHODS = {
     "old": dict(stop_rule=StopRule.legacy(), margin_floor=0.0, lookahead=0),
     "new": dict(stop_rule=StopRule(), lookahead=2),
 }
-COLUMNS = ("case", "keyframes", "method", "dice", "hd95_mm", "false_voxels", "missed_frames", "frames_encoded",
-           "s_per_frame", "s_per_volume", "sweep_ends")
+COLUMNS = (
+    "case",
+    "keyframes",
+    "method",
+    "dice",
+    "hd95_mm",
+    "false_voxels",
+    "missed_frames",
+    "frames_encoded",
+    "s_per_frame",
+    "s_per_volume",
+    "sweep_ends",
+)
 
 
 class CountingStack(FrameStack):
@@ -75,7 +86,9 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) 
         images.append(image)
     out = []
     for source, target in ((images[0], images[1]), (images[1], images[0])):
-        distance = sitk.Abs(sitk.SignedMaurerDistanceMap(target, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+        distance = sitk.Abs(
+            sitk.SignedMaurerDistanceMap(target, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+        )
         surface = sitk.GetArrayViewFromImage(sitk.LabelContour(source)) > 0
         out.append(sitk.GetArrayViewFromImage(distance)[surface])
     return np.concatenate(out)
@@ -88,7 +101,9 @@ def hd95(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float,
     if not per_frame:
         return float(np.percentile(surface_distances(prediction, truth, spacing), 95))
     both = [n for n in range(len(truth)) if prediction[n].any() or truth[n].any()]
-    pooled = [surface_distances(prediction[n], truth[n], spacing[1:]) for n in both if prediction[n].any() and truth[n].any()]
+    pooled = [
+        surface_distances(prediction[n], truth[n], spacing[1:]) for n in both if prediction[n].any() and truth[n].any()
+    ]
     return float(np.percentile(np.concatenate(pooled), 95)) if pooled else float("nan")
 
 
@@ -103,7 +118,9 @@ def run_case(case: PhantomCase, keyframes: int, method: str, model) -> dict:
     stack = CountingStack(case.stack())
     prompts = case.box_prompts(keyframes)
     start = time.perf_counter()
-    results = pipeline.segment(stack, prompts, Predictor(model, cache_size=64), propagate=True, progress=False, **METHODS[method])
+    results = pipeline.segment(
+        stack, prompts, Predictor(model, cache_size=64), propagate=True, progress=False, **METHODS[method]
+    )
     seconds = time.perf_counter() - start
     truth = case.truth()
     prediction = np.zeros_like(truth)
@@ -138,8 +155,10 @@ def markdown(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     """Means per method and keyframe count (HD95: median, as it is nan where nothing was written)."""
-    lines = ["| keyframes | method | mean 3D Dice | median HD95 mm | false voxels | missed frames | frames encoded | s/frame | s/volume |",
-             "|" + "---|" * 9]
+    lines = [
+        "| keyframes | method | mean 3D Dice | median HD95 mm | false voxels | missed frames | frames encoded | s/frame | s/volume |",
+        "|" + "---|" * 9,
+    ]
     for keyframes in sorted({r["keyframes"] for r in rows}):
         for method in METHODS:
             chosen = [r for r in rows if r["keyframes"] == keyframes and r["method"] == method]
@@ -162,7 +181,9 @@ def main() -> None:
     parser.add_argument("--keyframes", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--csv", type=Path, default=Path("bench_volume.csv"), help="per-run results (default bench_volume.csv)")
+    parser.add_argument(
+        "--csv", type=Path, default=Path("bench_volume.csv"), help="per-run results (default bench_volume.csv)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = open_model()

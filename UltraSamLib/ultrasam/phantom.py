@@ -219,7 +219,9 @@ def _lobulated(rng: np.random.Generator, name: str, seed: int) -> PhantomCase:
     lobes = [
         Lesion(
             tuple(c + sign * _u(rng, 0.4, 0.6) * r for c, r in zip(main.center, main.radii)),
-            tuple(r * _u(rng, 0.5, 0.7) for r in main.radii), 0.12, border_roughness=0.15,
+            tuple(r * _u(rng, 0.5, 0.7) for r in main.radii),
+            0.12,
+            border_roughness=0.15,
         )
         for sign in (-1, 1)
     ]
@@ -227,13 +229,19 @@ def _lobulated(rng: np.random.Generator, name: str, seed: int) -> PhantomCase:
 
 
 def _two_lesions(rng: np.random.Generator, name: str, seed: int) -> PhantomCase:
-    first = Lesion((_u(rng, 26, 34), _u(rng, 45, 60), _u(rng, 9, 11)), (_u(rng, 8, 11), _u(rng, 16, 22), _u(rng, 4, 5)), 0.12)
-    second = Lesion((_u(rng, 26, 34), _u(rng, 100, 115), _u(rng, 28, 30)), (_u(rng, 8, 11), _u(rng, 16, 22), _u(rng, 4, 5)), 0.12)
+    first = Lesion(
+        (_u(rng, 26, 34), _u(rng, 45, 60), _u(rng, 9, 11)), (_u(rng, 8, 11), _u(rng, 16, 22), _u(rng, 4, 5)), 0.12
+    )
+    second = Lesion(
+        (_u(rng, 26, 34), _u(rng, 100, 115), _u(rng, 28, 30)), (_u(rng, 8, 11), _u(rng, 16, 22), _u(rng, 4, 5)), 0.12
+    )
     return _sweep_case(rng, name, seed, [first, second])
 
 
 def _edge(rng: np.random.Generator, name: str, seed: int) -> PhantomCase:
-    lesion = Lesion((_u(rng, 28, 36), _u(rng, 70, 90), _u(rng, 2, 4)), (_u(rng, 10, 13), _u(rng, 24, 30), _u(rng, 8, 10)), 0.12)
+    lesion = Lesion(
+        (_u(rng, 28, 36), _u(rng, 70, 90), _u(rng, 2, 4)), (_u(rng, 10, 13), _u(rng, 24, 30), _u(rng, 8, 10)), 0.12
+    )
     return _sweep_case(rng, name, seed, [lesion])
 
 
@@ -244,7 +252,9 @@ def _oblique(rng: np.random.Generator, name: str, seed: int) -> PhantomCase:
     return _sweep_case(rng, name, seed, [lesion], spacing=(1.0, 0.3, 0.75), tilt=35.0)
 
 
-def _sweep_case(rng, name: str, seed: int, lesions: list[Lesion], spacing=_DEMO_SPACING, tilt: float = _DEMO_TILT) -> PhantomCase:
+def _sweep_case(
+    rng, name: str, seed: int, lesions: list[Lesion], spacing=_DEMO_SPACING, tilt: float = _DEMO_TILT
+) -> PhantomCase:
     """Lesions in speckled tissue on :data:`SWEEP_SHAPE`, an oblique, anisotropic sweep (sagittal frames)."""
     from ultrasam.volume import Volume
 
@@ -257,10 +267,14 @@ def _sweep_case(rng, name: str, seed: int, lesions: list[Lesion], spacing=_DEMO_
     image = _to_bmode(ndimage.gaussian_filter(echo, 1.0), _speckle(SWEEP_SHAPE, rng, (1.2, 2.0, 1.0)), row_axis=0)
     angle = np.deg2rad(tilt)
     direction = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
-    return PhantomCase(name, seed, Volume(image, spacing=spacing, origin=(-12.0, 30.0, -8.0), direction=direction), mask, "sagittal")
+    return PhantomCase(
+        name, seed, Volume(image, spacing=spacing, origin=(-12.0, 30.0, -8.0), direction=direction), mask, "sagittal"
+    )
 
 
-def _tissue(shape: tuple[int, ...], rng: np.random.Generator, texture_shape: tuple[int, ...], depth_axis: int = 0) -> np.ndarray:
+def _tissue(
+    shape: tuple[int, ...], rng: np.random.Generator, texture_shape: tuple[int, ...], depth_axis: int = 0
+) -> np.ndarray:
     """Layered echogenicity along ``depth_axis`` with a smooth texture (broadcast where ``texture_shape`` has 1s)."""
     rows = np.arange(shape[depth_axis], dtype=np.float64)
     layers = 0.55 + 0.15 * np.sin(rows / shape[depth_axis] * 7.0 + rng.uniform(0, np.pi))

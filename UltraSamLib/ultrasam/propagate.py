@@ -19,9 +19,9 @@ Works for volumes and cine loops alike: anything that can hand out frame ``k`` a
 * **Stopping.** :class:`StopRule` judges each propagated frame from the model's own evidence and ends
   the sweep (without writing that frame) when the object is gone; the reason is reported per sweep
   (:class:`SweepEnd`). Sweeps also end at the frame range, a barrier, a keyframe, or on cancel.
-* **Speed.** Each frame is encoded once per run; with ``lookahead`` the frames the sweeps reach next
-  are encoded on a worker thread while the decoder works on the current one (torch releases the GIL
-  in its kernels), see :class:`SliceEncoder`.
+* **Speed.** Each frame is encoded once per run (into the predictor's embedding store); with
+  ``lookahead`` the frames the sweeps reach next are encoded on a worker thread while the decoder
+  works on the current one (torch releases the GIL in its kernels), see :class:`SliceEncoder`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ultrasam.errors import PromptError
 from ultrasam.predictor import Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.transforms import mask_to_box, prepare_input, to_rgb_uint8
+from ultrasam.transforms import mask_to_box
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,18 @@ class StopRule:
     def legacy(cls, min_score: float = 0.5) -> "StopRule":
         """The rule propagation had before: stop on an empty mask or a predicted IoU below ``min_score``."""
         never = float("inf")
-        return cls(min_area=1, min_score=min_score, min_stability=0.0, max_growth=never, min_shrink=0.0,
-                   max_fill=never, min_box_iou=0.0, min_similarity=-1.0, min_margin=-2.0, patience=1)
+        return cls(
+            min_area=1,
+            min_score=min_score,
+            min_stability=0.0,
+            max_growth=never,
+            min_shrink=0.0,
+            max_fill=never,
+            min_box_iou=0.0,
+            min_similarity=-1.0,
+            min_margin=-2.0,
+            patience=1,
+        )
 
     def reason(self, evidence: Evidence) -> str | None:
         """Why a sweep must stop at this frame, or None to keep its mask and go on."""
@@ -293,28 +303,28 @@ class Propagation(dict):
 
 # ------------------------------------------------------------------------------------------- encoding
 class SliceEncoder:
-    """Makes frame ``n`` the predictor's current image, encoding each frame at most once per run.
+    """Makes frame ``n`` the predictor's current image, encoding each frame once per run.
 
-    Without ``lookahead`` a frame is encoded when it is needed, through ``Predictor.set_image`` (and
-    cached there under ``(key, n)``), as propagation always did. With ``lookahead`` a worker thread
-    encodes the frames named by :meth:`expect` ahead of need — at most ``lookahead`` of them, soonest
-    first, and none that stopped being expected — so the encoder runs while the decoder and the stop
-    rule work on the frame before; the embedding goes to the predictor through
-    ``Predictor.set_embedding``. A frame the predictor already caches under ``(key, n)`` is never
-    encoded again. Embeddings are held until :meth:`release`, so a frame two sweeps visit is encoded
-    once.
+    Frames are keyed ``(key, n)`` in the predictor's embedding store, so a frame already there (e.g.
+    encoded for an earlier click) is not encoded again, and whatever is encoded stays there for later
+    prompts. Without ``lookahead`` a frame is encoded when it is needed, in the calling thread. With
+    ``lookahead`` a worker thread, through a second :class:`~ultrasam.predictor.Predictor` on the same
+    store, encodes the frames named by :meth:`expect` ahead of need — at most ``lookahead`` of them,
+    soonest first, none that stopped being expected — so the encoder runs while the decoder and the
+    stop rule work on the frame before.
     """
 
     def __init__(self, predictor: Predictor, frame: FrameSource, key: Hashable, lookahead: int = 2) -> None:
         self._predictor, self._frame, self._key, self._lookahead = predictor, frame, key, lookahead
-        self._ready: dict[int, tuple[torch.Tensor, tuple[int, int]] | BaseException] = {}
         self._requested: set[int] = set()
         self._wanted: set[int] = set()
+        self._done: set[int] = set()
         self._changed = threading.Condition()
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         if lookahead > 0:
-            self._worker = threading.Thread(target=self._work, name="ultrasam-encoder", daemon=True)
+            ahead = Predictor(predictor.model, store=predictor.store)
+            self._worker = threading.Thread(target=self._work, args=(ahead,), name="ultrasam-encoder", daemon=True)
             self._worker.start()
 
     def expect(self, indices: Iterable[int]) -> None:
@@ -329,34 +339,25 @@ class SliceEncoder:
 
     def activate(self, index: int) -> None:
         """Make frame ``index`` the predictor's current image (waits for the worker if it is encoding it)."""
-        if self._worker is None or self._cached(index):
-            self._predictor.set_image(self._frame(index), key=(self._key, index))
-            return
-        with self._changed:
-            self._wanted.add(index)
-            self._request(index)
-            self._changed.wait_for(lambda: index in self._ready)
-            self._wanted.discard(index)
-            ready = self._ready[index]
-        if isinstance(ready, BaseException):
-            raise ready
-        self._predictor.set_embedding(*ready)
-
-    def release(self, index: int) -> None:
-        """Frame ``index`` will not be needed again: free its embedding."""
-        with self._changed:
-            self._ready.pop(index, None)
-            self._requested.discard(index)
+        if self._worker is not None and not self._cached(index):
+            with self._changed:
+                self._wanted.add(index)
+                self._request(index)
+                self._changed.wait_for(lambda: index in self._done)
+                self._wanted.discard(index)
+                self._done.discard(index)
+                self._requested.discard(index)
+        # from the store; encoded here if the worker failed on it (raising its error here) or it was evicted
+        self._predictor.set_image(self._frame(index), key=(self._key, index))
 
     def close(self) -> None:
-        """Stop the worker (after the frame it is encoding) and free every embedding."""
+        """Stop the worker, after the frame it is encoding."""
         if self._worker is not None:
             with self._changed:
                 self._wanted.clear()
             self._queue.put(None)
             self._worker.join()
             self._worker = None
-        self._ready.clear()
 
     def _cached(self, index: int) -> bool:
         return self._predictor.is_cached((self._key, index))
@@ -366,27 +367,19 @@ class SliceEncoder:
             self._requested.add(index)
             self._queue.put(index)
 
-    def _work(self) -> None:
+    def _work(self, ahead: Predictor) -> None:
         while (index := self._queue.get()) is not None:
             with self._changed:
                 if index not in self._wanted:  # no longer expected: a sweep stopped before it
                     self._requested.discard(index)
                     continue
             try:
-                encoded: tuple[torch.Tensor, tuple[int, int]] | BaseException = self._encode(self._frame(index))
-            except Exception as exc:  # raised again where the frame is needed
-                encoded = exc
+                ahead.set_image(self._frame(index), key=(self._key, index))
+            except Exception:  # activate() encodes the frame again and raises the error there
+                pass
             with self._changed:
-                self._ready[index] = encoded
+                self._done.add(index)
                 self._changed.notify_all()
-
-    def _encode(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``Predictor.set_image``'s encoding (8-bit RGB, the family's resize and normalisation)."""
-        model = self._predictor.model
-        rgb = to_rgb_uint8(image)
-        tensor, _ = prepare_input(rgb, model.spec, model.device)
-        with torch.inference_mode():
-            return model.sam.image_encoder(tensor), rgb.shape[:2]
 
 
 def _unique(items: Iterable[int]) -> Iterator[int]:
@@ -464,9 +457,17 @@ def propagate(
     keyframes = [n for n, p in sorted(prompts.items()) if p.has_positive]
     if not keyframes:
         raise PromptError("only negative prompts: give a box or a positive point on at least one frame")
-    run = _Run(predictor, SliceEncoder(predictor, frame, key, lookahead), prompts, bounds, stop_rule or StopRule(),
-               (margin, margin_floor), use_logits, tqdm(total=len(keyframes), desc="frames", unit="frame", disable=not progress),
-               should_stop or (lambda: False))
+    run = _Run(
+        predictor,
+        SliceEncoder(predictor, frame, key, lookahead),
+        prompts,
+        bounds,
+        stop_rule or StopRule(),
+        (margin, margin_floor),
+        use_logits,
+        tqdm(total=len(keyframes), desc="frames", unit="frame", disable=not progress),
+        should_stop or (lambda: False),
+    )
     try:
         run.segment_keyframes(keyframes)
         if sweep:
@@ -475,11 +476,13 @@ def propagate(
         run.encoder.close()
         run.bar.close()
     for end in run.ends:
-        log.info("propagation %s", end)
+        log.debug("propagation %s", end)
     return Propagation(run.results, run.ends)
 
 
-def _checked_range(frame_range: tuple[int, int] | None, num_frames: int, prompts: Mapping[int, FramePrompts]) -> tuple[int, int]:
+def _checked_range(
+    frame_range: tuple[int, int] | None, num_frames: int, prompts: Mapping[int, FramePrompts]
+) -> tuple[int, int]:
     first, last = frame_range if frame_range is not None else (0, num_frames - 1)
     if not (0 <= first <= last < num_frames):
         raise PromptError(f"frame range {first}..{last} is outside 0..{num_frames - 1}")
@@ -514,31 +517,28 @@ class _Run:
         for position, index in enumerate(keyframes):
             if self.should_stop():
                 return
-            self.encoder.expect(self._open([*keyframes[position + 1:], *first_swept]))
+            self.encoder.expect(self._open([*keyframes[position + 1 :], *first_swept]))
             self.encoder.activate(index)
             prediction = self.predictor.predict(**self.prompts[index].predict_kwargs())
             self.results[index] = SliceResult(index, prediction.mask, prediction.score, prediction.logits, True, index)
             self.looks[index] = self._look(prediction.logits)
-            self.encoder.release(index)
             self.bar.update()
 
     def sweep(self, keyframes: list[int]) -> None:
         """Advance every sweep one frame per round until all have ended (see the module docstring)."""
         active = [_Sweep(k, step, self.results[k]) for k in keyframes if k in self.results for step in (-1, 1)]
         while active:
-            written = []
             for position, current in enumerate(active):
-                written += self._advance(current, active[position + 1:] + active[: position + 1])
-            for index in written:  # final: the nearest keyframes' sweeps have been there
-                self.encoder.release(index)
+                self._advance(current, active[position + 1 :] + active[: position + 1])
             active = [s for s in active if s.end is None]
 
-    def _advance(self, current: _Sweep, order: list[_Sweep]) -> list[int]:
-        """One step of ``current`` (``order``: the sweeps due next, ending with it); the frames it wrote."""
+    def _advance(self, current: _Sweep, order: list[_Sweep]) -> None:
+        """One step of ``current`` (``order``: the sweeps due next, ending with it)."""
         index = current.index
         blocked = "cancelled" if self.should_stop() else self._blocked(current)
         if blocked is not None:
-            return self._end(current, blocked)
+            self._end(current, blocked)
+            return
         self.encoder.expect(self._open(self._upcoming(current, order)))
         result, evidence = self._predict(current, index)
         self.bar.total += 1
@@ -546,20 +546,19 @@ class _Run:
         reason = self.rule.reason(evidence)
         current.previous, current.index = result, index + current.step
         if reason is None:
-            kept = [doubted for doubted, _, _ in current.doubted] + [result]
+            for kept in [doubted for doubted, _, _ in current.doubted] + [result]:
+                self._write(kept)
             current.doubted = []
-            return [self._write(kept_result) for kept_result in kept]
+            return
         current.doubted.append((result, reason, evidence))
         if len(current.doubted) >= self.rule.patience or evidence.area < self.rule.min_area:  # no box to go on from
-            return self._end(current, current.doubted[0][1])
-        return []
+            self._end(current, current.doubted[0][1])
 
-    def _write(self, result: SliceResult) -> int:
+    def _write(self, result: SliceResult) -> None:
         """Keep ``result`` unless an equally near keyframe's sweep holds the frame with a higher score."""
         existing = self.results.get(result.index)
         if existing is None or result.score > existing.score:
             self.results[result.index] = result
-        return result.index
 
     def _blocked(self, current: _Sweep) -> str | None:
         """Why ``current`` cannot go on to its next frame, or None."""
@@ -583,9 +582,18 @@ class _Run:
         box = grow_box(mask_to_box(previous.mask), self.margin[0], previous.mask.shape, self.margin[1])
         self.encoder.activate(index)
         prediction = self.predictor.predict(box=box, mask_input=previous.logits[None] if self.use_logits else None)
-        evidence = Evidence.measure(prediction.mask, prediction.logits, prediction.score, box, previous.mask,
-                                    self._look(prediction.logits), self.looks.get(current.keyframe))
-        return SliceResult(index, prediction.mask, prediction.score, prediction.logits, False, current.keyframe), evidence
+        evidence = Evidence.measure(
+            prediction.mask,
+            prediction.logits,
+            prediction.score,
+            box,
+            previous.mask,
+            self._look(prediction.logits),
+            self.looks.get(current.keyframe),
+        )
+        return SliceResult(
+            index, prediction.mask, prediction.score, prediction.logits, False, current.keyframe
+        ), evidence
 
     def _look(self, logits: np.ndarray) -> Appearance | None:
         """The current frame's mask as the encoder sees it, when the stop rule asks for it."""
@@ -610,12 +618,11 @@ class _Run:
         first, last = self.bounds
         return (n for n in indices if first <= n <= last and n not in self.results and not self._is_barrier(n))
 
-    def _end(self, current: _Sweep, reason: str, at: int | None = None, evidence: Evidence | None = None) -> list[int]:
+    def _end(self, current: _Sweep, reason: str) -> None:
         """End ``current``; frames it held in doubt are dropped (nothing after them confirmed the object)."""
-        last = current.previous.index
+        last, at, evidence = current.previous.index, None, None
         if current.doubted:
             first, _, evidence = current.doubted[0]
             at, last = first.index, first.index - current.step
         current.end = SweepEnd(current.keyframe, current.step, last, reason, at, evidence)
         self.ends.append(current.end)
-        return []
