@@ -362,7 +362,9 @@ def test_evaluate_dataset_with_clicks_on_an_oracle_segmenter(tmp_path):
             return Segmentation(mask=rectangle(self.shape, (5, 25), (5, 25)), score=0.9, logits=np.zeros((256, 256)))
 
     dataset = EvalDataset.load(coco)
-    results = evaluate_dataset(PerfectSquareSegmenter(), dataset, ["box", "point", "inside"], clicks=3, progress=False)
+    results = evaluate_dataset(
+        PerfectSquareSegmenter(), dataset, ["box", "point", "inside"], clicks=3, noc=True, progress=False
+    )
     assert [r.prompt for r in results] == ["box", "point", "inside"]
     for result in results:
         assert result.summary["mAP"] == pytest.approx(1.0)

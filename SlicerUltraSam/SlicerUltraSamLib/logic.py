@@ -679,7 +679,7 @@ def _prompt_warnings(spec, request: SegmentRequest) -> list[str]:
         return []
     return [
         f"{spec.family} was trained on boxes only: clicks without an ROI (on {request.where} {clicks_only}) give poor "
-        "or empty masks; draw an ROI around the object, or choose a model that takes clicks (ultrasam, SAM)"
+        "or empty masks; draw an ROI around the object, or choose a model that takes clicks (ultrasam_lite, the default)"
     ]
 
 

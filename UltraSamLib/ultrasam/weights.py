@@ -79,6 +79,7 @@ CACHE_ENV = "ULTRASAM_CACHE_DIR"
 URL_ENV_PREFIX = "ULTRASAM_WEIGHTS_URL_"
 WHEEL_ENV = "ULTRASAM_WHEELS"
 PYPI_PREFIX = "pypi:"
+PACKAGE_PREFIX = "package:"
 PART_SUFFIX = ".part"
 #: The weights every front end (CLI, Python, Slicer, demo) uses when none are named.
 DEFAULT_WEIGHTS = "litemedsam"
@@ -119,6 +120,7 @@ class WeightsEntry:
     md5: str | None = None
     homepage: str | None = None
     checksum_source: str | None = None
+    base: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.family or not self.source:
@@ -135,6 +137,18 @@ class WeightsEntry:
                 raise WeightsError(f"weights entry {self.name!r}: {algorithm} must be {length} lowercase hex digits")
         if self.from_pypi:
             _ = self.pypi_parts  # raises on a malformed pypi source
+
+    @property
+    def from_package(self) -> bool:
+        """Shipped inside this package (``package:RELATIVE/PATH``): verified in place, never copied."""
+        return self.source.startswith(PACKAGE_PREFIX)
+
+    @property
+    def package_path(self) -> Path:
+        relative = Path(self.source[len(PACKAGE_PREFIX) :])
+        if relative.is_absolute() or ".." in relative.parts:
+            raise WeightsError(f"weights entry {self.name!r}: a package source must be a path inside the package")
+        return Path(__file__).resolve().parent / relative
 
     @property
     def from_pypi(self) -> bool:
@@ -224,13 +238,20 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
 
 
 def path(name: str, cache_dir: str | Path | None = None, registry: Registry | None = None) -> Path:
-    """Where the file of ``name`` lives in the cache (whether or not it is there yet)."""
-    return _cache_dir(cache_dir) / get_entry(name, registry).file_name
+    """Where the file of ``name`` lives in the cache (whether or not it is there yet); packaged files live in the package."""
+    entry = get_entry(name, registry)
+    if entry.from_package:
+        return entry.package_path
+    return _cache_dir(cache_dir) / entry.file_name
 
 
 def is_cached(name: str, cache_dir: str | Path | None = None, registry: Registry | None = None) -> bool:
-    """Cheap check (presence and size); :func:`fetch` does the full hash check."""
+    """Cheap check (presence and size); :func:`fetch` does the full hash check. A delta needs its base too."""
     entry = get_entry(name, registry)
+    if entry.base is not None and not is_cached(entry.base, cache_dir, registry):
+        return False
+    if entry.from_package:
+        return entry.package_path.is_file()
     target = _cache_dir(cache_dir) / entry.file_name
     try:
         size = target.stat().st_size
@@ -495,7 +516,10 @@ def fetch(
     wheel entry it is the URL of the file itself. ``wheel`` (or ``$ULTRASAM_WHEELS``) is a wheel file
     or folder to take a wheel entry from without pip. ``timeout`` is per network operation.
     """
-    return download(get_entry(name, registry), cache_dir, progress=progress, url=url, wheel=wheel, timeout=timeout)
+    entry = get_entry(name, registry)
+    if entry.base is not None:  # a delta is useless without its base: fetch that first
+        fetch(entry.base, cache_dir, progress=progress, wheel=wheel, registry=registry, timeout=timeout)
+    return download(entry, cache_dir, progress=progress, url=url, wheel=wheel, timeout=timeout)
 
 
 def download(
@@ -507,6 +531,8 @@ def download(
     timeout: float = 60.0,
 ) -> Path:
     """Like :func:`fetch`, for an entry that need not be in the registry."""
+    if entry.from_package:
+        return _packaged(entry)
     directory = _cache_dir(cache_dir)
     target = directory / entry.file_name
     try:
@@ -524,6 +550,19 @@ def download(
             return _from_url(entry, target, url or entry.source, progress, timeout)
     except OSError as exc:  # the cache itself (permissions, full disk, a folder in the way); network errors are handled
         raise WeightsError(f"cannot use the weights cache {directory} for {entry.name!r}: {exc}") from exc
+
+
+def _packaged(entry: WeightsEntry) -> Path:
+    """The file shipped inside the package, after checking its size and hash (it is small)."""
+    file = entry.package_path
+    if not file.is_file():
+        raise WeightsError(f"{entry.name!r} should ship inside the package at {file}, but the file is missing")
+    digests = _Digests(with_md5=entry.md5 is not None)
+    digests.update_from_file(file)
+    problems = _problems(entry, file.stat().st_size, digests.sha256, digests.md5)
+    if problems:
+        raise WeightsError(f"the packaged {entry.name!r} file {file} is damaged ({problems}); reinstall the package")
+    return file
 
 
 # ------------------------------------------------------------------------------------------ HTTP

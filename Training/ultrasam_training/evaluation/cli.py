@@ -22,7 +22,7 @@ from ultrasam_training.evaluation.clicks import CLICK_RULES, NOC_CAP
 from ultrasam_training.evaluation.dataset import EvalDataset
 from ultrasam_training.evaluation.errors import EvaluationError
 from ultrasam_training.evaluation.prompts import PROMPT_KINDS
-from ultrasam_training.evaluation.reports import planned_paths, refuse_existing_outputs, write_report
+from ultrasam_training.evaluation.reports import journal_path, planned_paths, refuse_existing_outputs, write_report
 from ultrasam_training.evaluation.runner import evaluate_dataset
 from ultrasam_training.evaluation.segmenters import BASELINES, load_segmenter
 
@@ -67,6 +67,8 @@ def _prompts_for(segmenter, prompts: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.clicks < 0:
         raise EvaluationError("--clicks must be 0 or more")
+    if args.noc_cap < 1:
+        raise EvaluationError("--noc-cap must be at least 1")
     if not args.coco and not args.shared_data:
         raise EvaluationError("give --coco FILE.json or --shared-data DIR")
     if args.threads is not None:
@@ -94,21 +96,33 @@ def run(args: argparse.Namespace) -> int:
     runs = [(d.name, s.name, p, s.refine) for d in datasets for s, prompts in plan for p in prompts]
     if not args.overwrite:
         refuse_existing_outputs(planned_paths(args.out, runs, clicks=args.clicks > 0))
+    journals = {(d.name, s.name): journal_path(args.out, d.name, s.name, s.refine) for d in datasets for s, _ in plan}
+    left = [p for p in journals.values() if p.exists()]
+    if left and not args.resume:
+        if not args.overwrite:
+            raise EvaluationError(
+                f"{left[0]} holds the records of an interrupted run: pass --resume to continue it, "
+                "or --overwrite to start again"
+            )
+        for path in left:
+            path.unlink()
     results = []
     for dataset in datasets:
         for segmenter, prompts in plan:
-            clicks = args.clicks if "point" in segmenter.prompt_kinds else 0
-            if args.clicks and not clicks:
+            interactive = "point" in segmenter.prompt_kinds
+            if (args.clicks or args.noc) and not interactive:
                 log.info("%s takes no clicks: click simulation skipped", segmenter.name)
             results += evaluate_dataset(
                 segmenter,
                 dataset,
                 prompts,
-                clicks=clicks,
+                clicks=args.clicks if interactive else 0,
+                noc=args.noc and interactive,
                 noc_cap=args.noc_cap,
                 feed_logits=args.feed_logits,
                 click_rule=args.click_rule,
                 progress=not args.quiet,
+                journal=journals[(dataset.name, segmenter.name)],
             )
     written = write_report(results, args.out, overwrite=args.overwrite)
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"))
@@ -169,11 +183,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="UltraSam's second decoder pass (default: the model family's own default)",
     )
+    protocol.add_argument("--clicks", type=int, default=0, metavar="N", help="simulate exactly N clicks: IoU@1..N")
     protocol.add_argument(
-        "--clicks", type=int, default=0, metavar="N", help="simulate N clicks: IoU@1..N and NoC@85/90"
+        "--noc",
+        action="store_true",
+        help="also count the clicks needed to reach IoU 0.85 / 0.90 (NoC@85/90; clicks go on up to --noc-cap)",
     )
     protocol.add_argument(
-        "--noc-cap", type=int, default=NOC_CAP, help=f"clicks counted when NoC is never reached (default {NOC_CAP})"
+        "--noc-cap", type=int, default=NOC_CAP, help=f"NoC's click limit, counted when never reached (default {NOC_CAP})"
     )
     protocol.add_argument(
         "--click-rule",
@@ -190,5 +207,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="RESULTS_DIR", help="results folder")
     output.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    output.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its per-instance records (RESULTS_DIR/records/*.jsonl)",
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -8,6 +8,11 @@ NoC@85/90: the region whose deepest pixel lies deeper (``rule="distance"``); ``r
 compares pixel counts instead. Error pixels already clicked are not offered again, so a model
 that ignores a click does not receive the same click forever.
 
+The trainer's click simulation (``ultrasam_training.train.click_rounds``) follows the same rule
+through :func:`next_click` with a seeded generator: the region is chosen the same way, and the click
+is drawn uniformly among the region's pixels at least half as deep as its deepest one, rather than
+always at the deepest (so training sees varied clicks, from streams the evaluator never uses).
+
 The previous low-resolution logits are fed back as ``mask_input`` by default, as SAM's
 interactive loop does; ``feed_logits=False`` turns that off.
 """
@@ -76,17 +81,37 @@ def number_of_clicks(ious: list[float] | np.ndarray, threshold: float, cap: int 
 
 
 def _depth(region: np.ndarray) -> np.ndarray:
-    """Distance of each region pixel to the nearest non-region pixel, the image border included."""
-    return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    """Distance of each region pixel to the nearest non-region pixel, the image border included.
+
+    Computed on the region's bounding box plus a one-pixel ring only: every pixel of that ring is
+    outside the region (or outside the image), and any farther non-region pixel is at least as far as
+    its projection onto the ring, so the result equals the whole-image transform, at a fraction of the cost.
+    """
+    depth = np.zeros(region.shape, np.float64)
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    if not len(rows):
+        return depth
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    depth[window] = ndimage.distance_transform_edt(np.pad(region[window], 1))[1:-1, 1:-1]
+    return depth
+
+
+#: With a generator, clicks are drawn among pixels at least this fraction of the region's depth.
+DRAW_DEPTH_FRACTION = 0.5
 
 
 def next_click(
-    prediction: np.ndarray, truth: np.ndarray, rule: ClickRule = "distance", exclude: np.ndarray | None = None
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    rule: ClickRule = "distance",
+    exclude: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
 ) -> Click | None:
     """The simulated user's next click, or ``None`` when no error pixel is left to click.
 
     Ties: with equal sizes the negative click wins (as in RITM's ``fn_max > fp_max``); within a
-    region the first deepest pixel in raster order is chosen.
+    region the first deepest pixel in raster order is chosen — or, given ``rng``, a pixel drawn
+    uniformly among those at least ``DRAW_DEPTH_FRACTION`` of the deepest one's depth.
     """
     if rule not in CLICK_RULES:
         raise EvaluationError(f"unknown click rule {rule!r}; choose from {', '.join(CLICK_RULES)}")
@@ -106,7 +131,12 @@ def next_click(
     else:
         positive = bool(false_negative.sum() > false_positive.sum())
     depth = depth_fn if positive else depth_fp
-    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    if rng is None:
+        row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    else:
+        rows, cols = np.nonzero(depth >= DRAW_DEPTH_FRACTION * depth.max())
+        pick = int(rng.integers(len(rows)))
+        row, col = rows[pick], cols[pick]
     return Click(x=int(col), y=int(row), positive=positive)
 
 

@@ -51,6 +51,11 @@ def run_stem(model: str, prompt: str, refine: bool | None) -> str:
     return f"{safe_name(model)}__{prompt}__{refine_label(refine).replace('-', 'none')}"
 
 
+def journal_path(out_dir: str | Path, dataset: str, model: str, refine: bool | None) -> Path:
+    """Where one (dataset, model) run journals its per-instance records as they are produced."""
+    return Path(out_dir) / "records" / f"{safe_name(dataset)}__{run_stem(model, 'all', refine)}.jsonl"
+
+
 def planned_paths(out_dir: str | Path, runs: Iterable[tuple[str, str, str, bool | None]], clicks: bool) -> list[Path]:
     """Every file a report of ``runs`` = (dataset, model, prompt, refine) writes; check before running."""
     out = Path(out_dir)
@@ -185,7 +190,8 @@ def plot_dice_histogram(results: Sequence[EvaluationResult], path: Path, overwri
     axes.set_ylabel("instances")
     axes.set_xlim(0, 1)
     axes.set_title(f"{results[0].dataset}: Dice per instance")
-    axes.legend(fontsize="small", loc="upper left")
+    # the failures pile up in the bar at Dice 0, at the left: keep the legend clear of it
+    axes.legend(fontsize="small", loc="upper center")
     figure.tight_layout()
     return _save_figure(figure, path, overwrite)
 
@@ -205,6 +211,9 @@ def plot_iou_vs_clicks(results: Sequence[EvaluationResult], path: Path, overwrit
         seen.add(label)
         clicks = list(range(1, len(columns) + 1))
         axes.plot(clicks, [result.summary[c] for c in columns], marker="o", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("clicks")
     axes.set_ylabel("mean IoU")
     axes.set_ylim(0, 1)

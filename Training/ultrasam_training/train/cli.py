@@ -48,6 +48,7 @@ def _test(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         family=args.family,
         clicks=args.clicks,
+        noc=args.noc,
     )
     for result in results:
         print(result.line())
@@ -58,8 +59,27 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ultrasam_training.train.export import export_checkpoint
+    from ultrasam_training.train.export import export_checkpoint, export_delta
 
+    if args.delta_base:
+        if not args.family:
+            raise TrainingError("--delta-base needs --family (the family the composed model is, e.g. ultrasam_lite)")
+        metrics = None
+        if args.metrics:
+            import json
+
+            metrics = json.loads(Path(args.metrics).read_text())
+        out = export_delta(
+            args.checkpoint,
+            args.out,
+            base=args.delta_base,
+            family=args.family,
+            config=args.config,
+            metrics=metrics,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, tensors that differ from {args.delta_base})")
+        return 0
     out = export_checkpoint(args.checkpoint, args.out, family=args.family, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
@@ -98,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument(
         "--clicks", type=int, default=0, metavar="N", help="also simulate N clicks per instance: IoU@1..N and NoC@85/90"
     )
+    test.add_argument("--noc", action="store_true", help="also NoC@85/90 (clicks go on up to 20)")
     test.add_argument(
         "--out",
         metavar="RESULTS_DIR",
@@ -110,6 +131,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="checkpoint written by ultrasam train")
     export.add_argument("out", help="output .safetensors (tensors + the model family in its header; no pickle)")
     export.add_argument("--family", help="family recorded beside the weights (default: from the checkpoint)")
+    export.add_argument(
+        "--delta-base",
+        metavar="WEIGHTS",
+        help="write only the tensors that differ from these registered weights (a shippable delta)",
+    )
+    export.add_argument("--config", help="training config whose sha256 the delta records")
+    export.add_argument("--metrics", help="JSON file of measured metrics the delta records")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)
 

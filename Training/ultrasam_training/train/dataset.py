@@ -247,10 +247,14 @@ class UltraSamCocoDataset(Dataset):
             "labels": torch.from_numpy(prompts.labels),
             "kinds": torch.from_numpy(prompts.kinds),
             "embedded": self.cache is not None,
+            "embedding_level": self.cache.level if self.cache is not None else "",
             "encoder_digest": self.cache.digest if self.cache is not None else "",
             "image_id": int(record["image"]["id"]),
             "flipped": flipped,
             "draw": draw,
+            "seed": seed,
+            # the image's extent on the 256² target grid: simulated clicks never land in the padding
+            "valid_hw": tuple(int(round(v * LOW_RES / self.spec.image_size)) for v in geometry.resized_hw),
         }
 
 
@@ -260,6 +264,9 @@ def ultrasam_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     embedded = {s["embedded"] for s in samples}
     if len(embedded) != 1:
         raise TrainingError("a batch mixes cached embeddings and pixels")
+    levels = {s.get("embedding_level", "") for s in samples}
+    if len(levels) != 1:
+        raise TrainingError("a batch mixes embeddings cached at different encoder levels")
     return {
         "inputs": torch.stack([s["inputs"] for s in samples]),
         "targets": torch.cat([s["targets"] for s in samples]),
@@ -268,7 +275,10 @@ def ultrasam_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "kinds": torch.cat([s["kinds"] for s in samples]),
         "counts": [len(s["kinds"]) for s in samples],
         "embedded": embedded.pop(),
+        "embedding_level": levels.pop(),
         "encoder_digests": [s["encoder_digest"] for s in samples],
         "image_ids": [s["image_id"] for s in samples],
         "draws": [s["draw"] for s in samples],
+        "seeds": [s.get("seed", 0) for s in samples],
+        "valid_hw": [s.get("valid_hw", (LOW_RES, LOW_RES)) for s in samples],
     }

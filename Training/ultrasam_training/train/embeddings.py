@@ -4,7 +4,10 @@ With the image encoder frozen, the only per-step work left is the prompt encoder
 decoder: training on a CPU becomes many iterations per minute. The random horizontal flip happens
 before the resize, so the flipped image has its own embedding; both are cached.
 
-Layout: ``<directory>/<encoder digest>-<family>/embeddings.npy`` (``[images, flips, C, h, w]``)
+``level="neck_input"`` caches what the TinyViT trunk hands to the neck instead of the encoder's
+output, so the neck can be trained (encoder adaptation) while the expensive trunk stays cached.
+
+Layout: ``<directory>/<encoder digest>-<family>[-neck_input]/embeddings.npy`` (``[images, flips, C, h, w]``)
 and ``index.json`` listing, in order, every image as ``path|size|blake2b(content)``: contents, not
 modification times, so a data folder re-laid in place (or touched) keeps its cache. The cache is reused
 only when the digest of the encoder's tensors and that list both match; otherwise it is rebuilt.
@@ -32,6 +35,21 @@ from ultrasam_training.train.errors import TrainingError
 log = logging.getLogger(__name__)
 
 FLIPS = (False, True)
+LEVELS = ("output", "neck_input")
+
+
+def trunk_without_neck(encoder: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The encoder up to (not including) its neck: TinyViT's stem and stages."""
+    if not (hasattr(encoder, "patch_embed") and hasattr(encoder, "layers") and hasattr(encoder, "neck")):
+        raise TrainingError("caching the neck input needs a TinyViT encoder (patch_embed, layers, neck)")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = encoder.patch_embed(x)
+        for stage in encoder.layers:
+            x = stage(x)
+        return x
+
+    return run
 
 
 def _file_signature(path: Path) -> str:
@@ -43,9 +61,10 @@ def _file_signature(path: Path) -> str:
 class EmbeddingCache:
     """Read access to cached embeddings; build with :func:`build_embedding_cache`."""
 
-    def __init__(self, folder: Path, digest: str) -> None:
+    def __init__(self, folder: Path, digest: str, level: str = "output") -> None:
         self.folder = Path(folder)
         self.digest = digest
+        self.level = level
         self._array: np.ndarray | None = None  # opened lazily, once per process (dataloader workers)
 
     @property
@@ -59,7 +78,7 @@ class EmbeddingCache:
         return torch.from_numpy(np.array(self.array[index, int(flipped)], dtype=np.float32))
 
     def __getstate__(self) -> dict:
-        return {"folder": self.folder, "digest": self.digest, "_array": None}
+        return {"folder": self.folder, "digest": self.digest, "level": self.level, "_array": None}
 
 
 def build_embedding_cache(
@@ -71,6 +90,7 @@ def build_embedding_cache(
     dtype: str = "float32",
     batch_size: int = 8,
     progress: bool = True,
+    level: str = "output",
 ) -> EmbeddingCache:
     """Compute (or reuse) the embeddings of ``image_paths`` and their horizontal flips.
 
@@ -82,17 +102,21 @@ def build_embedding_cache(
 
     if dtype not in ("float32", "float16"):
         raise TrainingError(f"embedding cache dtype must be float32 or float16, not {dtype!r}")
+    if level not in LEVELS:
+        raise TrainingError(f"embedding cache level must be one of {LEVELS}, not {level!r}")
     model = open_model(checkpoint, family=family, device="cpu", fast=True)
-    encoder = model.sam.image_encoder.eval()
-    digest = encoder_digest(encoder)
-    folder = Path(directory) / f"{digest}-{model.spec.family}"
+    encoder_module = model.sam.image_encoder.eval()
+    digest = encoder_digest(encoder_module)
+    encoder = encoder_module if level == "output" else trunk_without_neck(encoder_module)
+    suffix = "" if level == "output" else f"-{level}"
+    folder = Path(directory) / f"{digest}-{model.spec.family}{suffix}"
     signatures = [_file_signature(Path(p)) for p in image_paths]
     index_path = folder / "index.json"
     if index_path.exists():
         index = json.loads(index_path.read_text())
         if index.get("images") == signatures and index.get("dtype") == dtype and index.get("flips") == list(FLIPS):
             log.info("reusing %d cached embeddings in %s", len(signatures), folder)
-            return EmbeddingCache(folder, digest)
+            return EmbeddingCache(folder, digest, level)
         log.info("embedding cache %s is for other images or settings: rebuilding it", folder)
     folder.mkdir(parents=True, exist_ok=True)
     index_path.unlink(missing_ok=True)  # the index is written last: without it the array is never trusted
@@ -144,4 +168,4 @@ def build_embedding_cache(
         "images": signatures,
     }
     atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)), overwrite=True)
-    return EmbeddingCache(folder, digest)
+    return EmbeddingCache(folder, digest, level)

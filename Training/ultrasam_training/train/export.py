@@ -78,3 +78,61 @@ def export_checkpoint(
 def _family(meta: Mapping) -> str | None:
     family = meta.get("ultrasam_family")
     return family if isinstance(family, str) else None
+
+
+def export_delta(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    base: str,
+    family: str,
+    config: str | Path | None = None,
+    metrics: Mapping | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write only the tensors of ``checkpoint`` that differ from the registered ``base`` weights.
+
+    The header records the format, the family, the base's name and pinned sha256 (a delta never
+    composes with other weights), the training config's sha256, the git commit and ``metrics``.
+    """
+    import hashlib
+    import subprocess
+
+    from ultrasam import weights
+    from ultrasam.delta import DELTA_FORMAT, make_delta
+
+    entry = weights.get_entry(base)
+    if entry.sha256 is None:
+        raise TrainingError(f"the base weights {base!r} have no pinned sha256: a delta needs a byte-exact base")
+    base_path = weights.fetch(base)
+    base_tensors = plain_state_dict(extract_state_dict(read_checkpoint(base_path), base_path))
+    container = read_checkpoint(checkpoint)
+    tuned = plain_state_dict(extract_state_dict(container, checkpoint))
+    delta = make_delta(base_tensors, tuned)
+    if not delta:
+        raise TrainingError(f"{checkpoint} is identical to {base}: nothing to ship")
+    config_sha256 = hashlib.sha256(Path(config).read_bytes()).hexdigest() if config else None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    source_meta = checkpoint_meta(container)
+    meta = {
+        "format": DELTA_FORMAT,
+        "ultrasam_family": family,
+        "base": {"name": base, "sha256": entry.sha256},
+        "config": Path(config).name if config else source_meta.get("config"),
+        "config_sha256": config_sha256,
+        "iteration": source_meta.get("iteration"),
+        "seed": source_meta.get("seed"),
+        "git_commit": commit,
+        "metrics": dict(metrics or {}),
+    }
+    from ultrasam.checkpoints import write_safetensors
+    from ultrasam.delta import compose
+    from ultrasam.models import model_from_state_dict
+
+    model_from_state_dict(compose(base_tensors, {"state_dict": delta, "meta": meta}, entry.sha256), family=family)
+    return atomic_write(Path(out), lambda tmp: write_safetensors(delta, tmp, meta), overwrite=overwrite)

@@ -15,11 +15,18 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import numpy as np
 import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor
 
+from ultrasam_training.train.click_rounds import (
+    ClickSchedule,
+    corrective_clicks,
+    instance_generators,
+    valid_regions,
+)
 from ultrasam_training.train.decoding import decode_all_tokens, embed_sparse, mask_dense, no_mask_dense
 from ultrasam_training.train.errors import TrainingError
 from ultrasam_training.train.losses import LossWeights, pass_losses
@@ -52,6 +59,11 @@ class UltraSamTrainModel(BaseModel):
         halve_decoder_mlp: multiply the decoder's ``mlp.lin2`` by 0.5 after loading, so a SAM
             initialisation computes what the original's double-residual block computed at step 0.
         fast: the library's SDPA attention in the ViT encoder.
+        train_neck: with a frozen encoder, still train its neck (TinyViT): the cheapest encoder
+            adaptation, fed by embeddings cached at the neck's input.
+        click_rounds: ``dict(max_clicks=K)`` trains interactively (``click_rounds.py``): the initial
+            prompt, then 1..K corrective clicks with the previous logits as mask prompt; loss on the
+            first and the last round. Replaces the refinement pass (``refine`` is ignored).
     """
 
     def __init__(
@@ -64,6 +76,8 @@ class UltraSamTrainModel(BaseModel):
         halve_decoder_mlp: bool = False,
         loss_weights: dict | None = None,
         fast: bool = True,
+        train_neck: bool = False,
+        click_rounds: dict | None = None,
         data_preprocessor: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
@@ -85,6 +99,12 @@ class UltraSamTrainModel(BaseModel):
                     layer.mlp.lin2.bias.mul_(0.5)
         if freeze_image_encoder:
             self.image_encoder.requires_grad_(False)
+        self.train_neck = train_neck
+        if train_neck:
+            if not freeze_image_encoder or not hasattr(self.image_encoder, "neck"):
+                raise TrainingError("train_neck needs freeze_image_encoder=True and an encoder with a neck (TinyViT)")
+            self.image_encoder.neck.requires_grad_(True)
+        self.click_schedule = ClickSchedule(**click_rounds) if click_rounds else None
         self._encoder_digest: str | None = None
 
     # ----------------------------------------------------------------- helpers
@@ -104,7 +124,9 @@ class UltraSamTrainModel(BaseModel):
         """Plain segment_anything-layout tensors on the CPU (what ``model_final.safetensors`` holds)."""
         return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
-    def _features(self, inputs: Tensor, embedded: bool, encoder_digests: list[str] | None) -> Tensor:
+    def _features(
+        self, inputs: Tensor, embedded: bool, encoder_digests: list[str] | None, level: str = "output"
+    ) -> Tensor:
         if not embedded:
             return self.image_encoder(inputs)
         if not self.freeze_image_encoder:
@@ -115,7 +137,11 @@ class UltraSamTrainModel(BaseModel):
                     f"cached embeddings were computed by another image encoder ({digest} vs {self.encoder_digest}); "
                     "give the dataset's embedding cache the same checkpoint as the model"
                 )
-        return inputs
+        if level == "neck_input":
+            return self.image_encoder.neck(inputs.float())
+        if self.train_neck:
+            raise TrainingError("train_neck needs embeddings cached at the neck input (embedding_cache level='neck_input')")
+        return inputs.float()
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -128,12 +154,16 @@ class UltraSamTrainModel(BaseModel):
         embedded: bool = False,
         encoder_digests: list[str] | None = None,
         mode: str = "loss",
+        embedding_level: str = "output",
+        seeds: list[int] | None = None,
+        draws: list[int] | None = None,
+        valid_hw: list[tuple[int, int]] | None = None,
         **_: object,
     ) -> dict[str, Tensor] | tuple[Tensor, Tensor]:
         """``mode='loss'``: the loss dict; ``mode='tensor'``: final logits ``(N, K, 256, 256)`` and IoU ``(N, K)``."""
         if mode not in ("loss", "tensor"):
             raise TrainingError(f"mode {mode!r} is not supported; evaluation runs through ultrasam.predictor")
-        features = self._features(inputs, embedded, encoder_digests)
+        features = self._features(inputs, embedded, encoder_digests, embedding_level or "output")
         counts = [int(c) for c in counts]
         sparse = embed_sparse(self.prompt_encoder, coords, labels)
         image_pe = self.prompt_encoder.get_dense_pe()
@@ -141,6 +171,10 @@ class UltraSamTrainModel(BaseModel):
         logits, iou = decode_all_tokens(
             self.mask_decoder, image_pe, features, counts, sparse, no_mask_dense(self.prompt_encoder, count)
         )
+        if self.click_schedule is not None and mode == "loss":
+            return self._interactive_losses(
+                features, image_pe, logits, iou, targets, coords, labels, counts, seeds, draws, valid_hw
+            )
         if not self.refine:  # the original without refinement: one multimask pass
             if mode == "tensor":
                 return logits[:, 1:], iou[:, 1:]
@@ -158,4 +192,35 @@ class UltraSamTrainModel(BaseModel):
             return logits2[:, 1:], iou2[:, 1:]
         second, _ = pass_losses(logits2[:, 1:], iou2[:, 1:], targets, self.loss_weights, suffix=".0")
         losses.update(second)
+        return losses
+
+    def _interactive_losses(
+        self, features, image_pe, logits, iou, targets, coords, labels, counts, seeds, draws, valid_hw
+    ) -> dict[str, Tensor]:
+        """Round 0 (initial prompt, token 0) + k corrective-click rounds; loss on rounds 0 and k."""
+        losses, _ = pass_losses(logits[:, :1], iou[:, :1], targets, self.loss_weights)
+        size = targets.shape[-1]
+        seeds = list(seeds) if seeds is not None else [0] * len(counts)
+        draws = list(draws) if draws is not None else list(range(len(counts)))
+        rounds = self.click_schedule.clicks_for_batch(seeds, draws)
+        rngs = instance_generators(seeds, draws, counts)
+        valid = valid_regions(list(valid_hw) if valid_hw is not None else [(size, size)] * len(counts), counts, size)
+        clicked = np.zeros(targets.shape, bool)
+        scale = self.prompt_encoder.input_image_size[0] / size
+        previous = logits[:, :1].detach()
+        for round_index in range(1, rounds + 1):
+            new_coords, new_labels = corrective_clicks(previous, targets, valid, clicked, rngs, scale)
+            coords = torch.cat([coords, new_coords], dim=1)
+            labels = torch.cat([labels, new_labels], dim=1)
+            last = round_index == rounds
+            with torch.set_grad_enabled(last and torch.is_grad_enabled()):
+                sparse = embed_sparse(self.prompt_encoder, coords, labels)
+                dense = mask_dense(self.prompt_encoder, previous)
+                round_logits, round_iou = decode_all_tokens(
+                    self.mask_decoder, image_pe, features if last else features.detach(), counts, sparse, dense
+                )
+            previous = round_logits[:, :1].detach()
+        final, _ = pass_losses(round_logits[:, :1], round_iou[:, :1], targets, self.loss_weights, suffix=".clicks")
+        losses.update(final)
+        losses["clicks"] = torch.tensor(float(rounds))
         return losses

@@ -42,6 +42,7 @@ def run_evaluation(
     family: str | None = None,
     clicks: int = 0,
     progress: bool = True,
+    noc: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate one or several checkpoints on the config's evaluation sets; CLI-style string options.
 
@@ -84,5 +85,5 @@ def run_evaluation(
         )
         dataset = EvalDataset.load(ann_file, name=name, limit=max_images)
         for segmenter in segmenters:
-            results += evaluate_dataset(segmenter, dataset, kinds, clicks=clicks, progress=progress)
+            results += evaluate_dataset(segmenter, dataset, kinds, clicks=clicks, noc=noc, progress=progress)
     return results

@@ -77,6 +77,21 @@ def load_model_from_args(args: argparse.Namespace):
     return open_model(args.checkpoint or args.model, family=args.family, device=args.device)
 
 
+def refuse_unsupported_prompts(spec, prompts) -> None:
+    """Refuse clicks for a model trained on boxes only (LiteMedSAM): they give empty masks, silently."""
+    from ultrasam.errors import PromptError
+    from ultrasam.weights import DEFAULT_WEIGHTS
+
+    if spec.supports("point"):
+        return
+    clicked = [n for n, p in sorted(prompts.items()) if p is not None and len(p.points)]
+    if clicked:
+        raise PromptError(
+            f"the {spec.family} model was trained on boxes only and returns empty masks for clicks "
+            f"(frame {clicked[0]}): give --box / an ROI, or use a model that takes clicks, e.g. --model {DEFAULT_WEIGHTS}"
+        )
+
+
 def make_predictor(args: argparse.Namespace):
     """A predictor honouring ``--refine/--no-refine`` (None keeps the family's default)."""
     from ultrasam.predictor import Predictor

@@ -20,6 +20,7 @@ from ultrasam.commands.common import (
     add_propagation_options,
     check_outputs,
     make_predictor,
+    refuse_unsupported_prompts,
     report_sweeps,
     stop_rule_from_args,
 )
@@ -80,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     prompts = {index: pixel_prompt_from_args(args, stack.frame_shape, index) for index in frames}
     if prompts[frames[0]] is None:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1, --point X Y or --negative X Y")
+    predictor = make_predictor(args)
+    refuse_unsupported_prompts(predictor.model.spec, prompts)
     results = pipeline.segment(
-        stack, prompts, make_predictor(args), propagate=args.propagate, frame_range=args.range,
+        stack, prompts, predictor, propagate=args.propagate, frame_range=args.range,
         stop_rule=stop_rule_from_args(args), use_logits=args.use_logits, progress=args.propagate,
     )
     out = args.out

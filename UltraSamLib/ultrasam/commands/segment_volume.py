@@ -22,6 +22,7 @@ from ultrasam.commands.common import (
     add_propagation_options,
     check_outputs,
     make_predictor,
+    refuse_unsupported_prompts,
     report_sweeps,
     stop_rule_from_args,
 )
@@ -75,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         raise PromptError("no prompts: give --markups/--roi files or --slice K with pixel prompts")
     outputs.check_mask_suffix(args.out, one_frame=not args.propagate and len(prompts) == 1)  # before the model
     log.info("prompted %s slices: %s", stack.axis, sorted(prompts))
+    predictor = make_predictor(args)
+    refuse_unsupported_prompts(predictor.model.spec, prompts)
     results = pipeline.segment(
-        stack, prompts, make_predictor(args), propagate=args.propagate,
+        stack, prompts, predictor, propagate=args.propagate,
         frame_range=tuple(args.range) if args.range else None, stop_rule=stop_rule_from_args(args),
         use_logits=args.use_logits, key=str(args.volume),
     )

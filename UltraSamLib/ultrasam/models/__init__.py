@@ -21,7 +21,7 @@ from ultrasam.models.spec import FAMILY_SPECS, ModelSpec
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("ultrasam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "litemedsam")
+FAMILIES = ("ultrasam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "litemedsam", "ultrasam_lite")
 
 
 @dataclass
@@ -98,6 +98,7 @@ _LAYOUT_OF_FAMILY = {
     "sam_vit_h": {"sam_vit"},
     "medsam": {"sam_vit"},
     "litemedsam": {"litemedsam"},
+    "ultrasam_lite": {"litemedsam"},
 }
 
 

@@ -89,7 +89,15 @@ def _container(source: str | Path | Mapping[str, Any]) -> tuple[str, Any, str | 
         return "<in-memory checkpoint>", source, None
     path = Path(str(source)).expanduser()
     if path.exists() or isinstance(source, Path) or path.suffix or len(path.parts) > 1:
-        return str(path), read_checkpoint(path), None  # a path: read_checkpoint names what is wrong
+        container = read_checkpoint(path)  # a path: read_checkpoint names what is wrong
+        from ultrasam.delta import is_delta
+
+        if is_delta(container):
+            raise CheckpointError(
+                f"{path} holds only the tensors that differ from its base model "
+                f"({checkpoint_meta(container).get('base', {}).get('name', '?')}); open it by its registered name"
+            )
+        return str(path), container, None
     from ultrasam import weights
 
     try:
@@ -100,7 +108,16 @@ def _container(source: str | Path | Mapping[str, Any]) -> tuple[str, Any, str | 
             f"{source!s} is neither a checkpoint file nor a registered weights name ({known})"
         ) from None
     path = weights.fetch(entry.name)
-    return str(path), read_checkpoint(path), entry.family
+    container = read_checkpoint(path)
+    if entry.base is not None:  # a delta shipped in the package, composed with its registered base
+        from ultrasam.delta import compose
+
+        base = weights.get_entry(entry.base)
+        base_path = weights.fetch(base.name)
+        base_tensors = extract_state_dict(read_checkpoint(base_path), base_path)
+        meta = {**checkpoint_meta(container), "ultrasam_family": entry.family}
+        container = {"state_dict": compose(base_tensors, container, base.sha256, label=str(path)), "meta": meta}
+    return str(path), container, entry.family
 
 
 def _recorded_family(container: Any) -> str | None:

@@ -59,4 +59,6 @@ FAMILY_SPECS: dict[str, ModelSpec] = {
     "sam_vit_custom": ModelSpec("sam_vit_custom"),
     "medsam": ModelSpec("medsam", 1024, "squash", "cubic", "minmax", "logits"),
     "litemedsam": ModelSpec("litemedsam", 256, "round", "area", "minmax", "logits", prompts=frozenset({"box"})),
+    # LiteMedSAM's preprocessing, retrained with clicks (Training/.../ultrasam_lite_v2.py)
+    "ultrasam_lite": ModelSpec("ultrasam_lite", 256, "round", "area", "minmax", "logits"),
 }
