@@ -7,6 +7,10 @@ which volume to preselect, what a result means, how jobs run off the GUI thread
 (``SlicerUltraSamLib.jobs``: the GUI never waits on a worker). The model code is the bundled
 ``ultrasam`` library.
 
+Propagation shows each slice as soon as it is done: the worker publishes every finished mask, the
+poll timer hands it to a ``LiveApply`` on the GUI thread, and the finished run is one Undo step.
+Cancel puts the segment back exactly as it was (see ``SlicerUltraSamWidget.onCancel``).
+
 Console example::
 
     logic = slicer.util.getModuleLogic("SlicerUltraSam")   # or SlicerUltraSamLib.SlicerUltraSamLogic()
@@ -90,6 +94,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._undoShortcut = None
         self._libraryError = None
         self._warmVolume = None
+        self._liveApply = None  # the propagation being written slice by slice, while it runs
 
     # ------------------------------------------------------------------ set-up
     def setup(self):
@@ -155,7 +160,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
 
     def cleanup(self):
-        self._stopJobs()
+        self._stopJobs(revert=True)
         self._removePromptObservers()
         self.removeObservers()
         self._setUndoShortcut(False)
@@ -172,7 +177,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
-        self._stopJobs()
+        self._stopJobs(revert=False)  # the whole scene goes: nothing to put back
         self._removePromptObservers()
         self.setParameterNode(None)
         if self.logic is not None:
@@ -307,11 +312,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._fail(exc, interactive=not live)
             return
         if propagate:
-            self._startJob(
-                JobKind.PROPAGATE,
-                lambda job: self.logic.run(request, job.should_stop, job.progress),
-                lambda outcome: self._finish(request, outcome),
-            )
+            self._startPropagation(request)
             return
         if not self.logic.isModelLoaded or self.logic.missingEmbeddings(request):
             # Encode off the GUI thread, then come back: the decoder alone is fast enough to run here.
@@ -335,6 +336,70 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             self._fail(exc, interactive=True)
             return
+        self._showOutcome(request, outcome)
+
+    def _startPropagation(self, request):
+        """Propagate on a worker; each finished slice is written as it arrives (GUI thread, by the poll)."""
+        from SlicerUltraSamLib.jobs import JobKind
+
+        try:
+            live = self.logic.beginApply(request)  # creates the output now, so the first slice shows at once
+        except Exception as exc:
+            self._fail(exc, interactive=True)
+            return
+        self._liveApply = live
+        job = self._startJob(
+            JobKind.PROPAGATE,
+            lambda job: self.logic.run(request, job.should_stop, job.progress, lambda *result: job.publish(result)),
+            lambda outcome: self._finishPropagation(live, outcome),
+            lambda result: self._addLiveResult(live, *result),
+        )
+        if job is None:
+            self._revertLiveApply()
+
+    def _addLiveResult(self, live, index, result):
+        """Write one finished slice of the running propagation (dropped once it was cancelled)."""
+        if not live.isOpen:
+            return
+        try:
+            live.add(index, result)  # a failed write puts back everything written so far
+        except Exception as exc:
+            self._liveApply = None
+            self.jobs.cancel(abandon=True)
+            self._fail(exc, interactive=True)
+
+    def _finishPropagation(self, live, outcome):
+        """The run's end: one undoable operation, or (cancelled) the segment as it was before."""
+        self._liveApply = None
+        if outcome.cancelled or not live.isOpen:
+            if live.isOpen:
+                live.cancel()
+            self._reportCancelled()
+            return
+        try:
+            live.finish(outcome)
+        except Exception as exc:
+            self._fail(exc, interactive=True)
+            return
+        self._showOutcome(live.request, outcome)
+        self._updateButtons()  # Undo: the run is in the history now
+
+    def _revertLiveApply(self):
+        """Put back what the running propagation wrote; True if there was something to put back."""
+        live, self._liveApply = self._liveApply, None
+        if live is None or not live.isOpen:
+            return False
+        try:
+            live.cancel()
+        except Exception as exc:
+            self._fail(exc, interactive=True)
+        return True
+
+    def _reportCancelled(self):
+        self._report("Propagation cancelled: its slices were removed, the segment is as it was before.")
+
+    def _showOutcome(self, request, outcome):
+        """Point the module at the segment written and say what was done."""
         node = self._parameterNode
         if node is not None:
             wasModifying = node.StartModify()
@@ -373,17 +438,20 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startJob(JobKind.PRECOMPUTE, lambda job: self.logic.encode(jobs, job.should_stop))
 
     # ------------------------------------------------------------------ jobs (never waited for)
-    def _startJob(self, kind, work, on_done=None):
-        if self.jobs.start(kind, work, on_done) is None:
+    def _startJob(self, kind, work, on_done=None, on_item=None):
+        """Start a job (None when another one runs); ``on_item`` gets what it publishes, on this thread."""
+        job = self.jobs.start(kind, work, on_done, on_item)
+        if job is None:
             if kind.foreground:
                 self._report("Busy: wait for the current job to finish, or Cancel it.")
-            return
+            return None
         if kind.foreground:
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.setRange(0, 0)
             self._report(f"{kind.label} on {self._deviceText()}…")
         self._updateButtons()
         self._pollTimer.start()
+        return job
 
     def _pollJobs(self):
         self.jobs.poll(self._onJobProgress, self._onJobEnd, self._onJobError)
@@ -399,18 +467,35 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _onJobError(self, job, exc, details):
+        self._revertLiveApply()  # a failed propagation leaves nothing half-written
         self._fail(exc, interactive=job.kind.foreground, details=details)
 
     def onCancel(self):
-        if self.jobs is not None and self.jobs.busy():
-            self.jobs.cancel()
+        """Stop the running job; returns at once.
+
+        A propagation is reverted at once: the slices it has written so far are removed, the segment
+        (and a segment or segmentation the run created) is exactly as before, the undo history is
+        unchanged, and the status line says so. Slices the worker finishes while it winds down are
+        dropped. A download or an encoding just stops.
+        """
+        if self.jobs is None or not self.jobs.busy():
+            return
+        self.jobs.cancel()
+        if self._revertLiveApply():
+            self._reportCancelled()
+        else:
             self._report("Cancelling…")
 
-    def _stopJobs(self):
-        """Stop what runs and drop its result (scene closing, module cleaned up); returns at once."""
+    def _stopJobs(self, revert=True):
+        """Stop what runs and drop its result (scene closing, module cleaned up); returns at once.
+
+        ``revert``: put back what a running propagation wrote (not when the whole scene closes)."""
         if self.jobs is not None:
             self.jobs.cancel(abandon=True)
             self.jobs.forget_pending()
+        if revert:
+            self._revertLiveApply()
+        self._liveApply = None
 
     # ------------------------------------------------------------------ undo
     def onUndo(self):
@@ -475,6 +560,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobs is None:
             return
         self.jobs.cancel(abandon=True)
+        self._revertLiveApply()  # a propagation by the old model is not wanted either
         self.jobs.then(self._applyModelChoice)
 
     def _applyModelChoice(self):

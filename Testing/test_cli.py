@@ -100,6 +100,23 @@ def test_segment_real_busi_frame_with_litemedsam(tmp_path, data_dir, litemedsam_
     np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), np.asarray(Image.open(out)) > 0)
 
 
+def test_clicks_are_refused_for_a_box_only_model_and_work_with_the_default(
+    tmp_path, data_dir, litemedsam_checkpoint, capsys
+):
+    root = data_dir / "busi" / "Dataset_BUSI_with_GT" / "benign"
+    truth = np.asarray(Image.open(root / "benign (2)_mask.png"))
+    truth = (truth[..., 0] if truth.ndim == 3 else truth) > 127
+    rows, cols = np.nonzero(truth)
+    click = [int(np.median(cols)), int(np.median(rows))]
+    out = tmp_path / "mask.png"
+    assert run_cli("segment", root / "benign (2).png", "--point", *click, "--model", "litemedsam", "--out", out) == 1
+    error = capsys.readouterr().err
+    assert "boxes only" in error and "--model ultrasam_lite" in error and "Traceback" not in error
+    assert not out.exists()
+    assert run_cli("segment", root / "benign (2).png", "--point", *click, "--out", out) == 0  # the default model
+    assert dice(np.asarray(Image.open(out)) > 0, truth) > 0.7
+
+
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     """The demo's oblique, anisotropic phantom volume, saved as NRRD, and its [k, j, i] lesion mask."""

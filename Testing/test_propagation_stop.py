@@ -9,6 +9,9 @@
   nothing beyond them (seed 6 of the same phantom does too). The rule is not exact on harder cases:
   ``Testing/benchmarks/bench_volume.py`` measures it over many.
 * The encoder worker gives the masks on-demand encoding gives, and stops with a cancelled run.
+* ``on_result`` reports every frame of the result, last with its final mask (again after fusion
+  replaced it; a held-back frame only once confirmed), on the frame's own grid through
+  ``pipeline.segment``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class BoxFollowingPredictor:
         self.score = score
         self.encoded: list[int] = []
         self.frame: int | None = None
+        self.shape = SHAPE
 
     def is_cached(self, key, window=None) -> bool:
         return False
@@ -53,7 +57,7 @@ class BoxFollowingPredictor:
         self.encoded.append(self.frame)
 
     def predict(self, points=None, labels=None, box=None, mask_input=None, multimask=False, refine=None) -> Prediction:
-        mask = np.zeros(SHAPE, bool)
+        mask = np.zeros(self.shape, bool)
         x0, y0, x1, y1 = box
         mask[int(np.ceil(y0)) : int(np.floor(y1)), int(np.ceil(x0)) : int(np.floor(x1))] = True
         logits = np.where(mask, 8.0, -8.0)
@@ -148,6 +152,105 @@ def test_sweeps_end_at_the_range_and_on_cancel():
     calls = []
     results = run({5: FramePrompts(5, box=np.array(LEFT))}, should_stop=lambda: len(calls.append(0) or calls) > 3)
     assert len(results) < 12 and {end.reason for end in results.sweeps} == {"cancelled"}
+
+
+# ------------------------------------------------------------------------------------ results as they come
+class Reports:
+    """What ``on_result`` was told, in order: ``(frame, mask)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, np.ndarray]] = []
+
+    def __call__(self, index: int, result) -> None:
+        assert result.index == index
+        self.calls.append((index, result.mask.copy()))
+
+    @property
+    def frames(self) -> list[int]:
+        return [n for n, _ in self.calls]
+
+    def check_final(self, results) -> None:
+        """Every frame of ``results`` was reported, none other, and its last report is its mask."""
+        assert sorted(set(self.frames)) == sorted(results)
+        last = dict(self.calls)
+        for index, result in results.items():
+            np.testing.assert_array_equal(last[index], result.mask)
+
+
+def test_each_frame_is_reported_when_decided_and_again_when_fusion_replaces_it():
+    for winner, reports_of_5 in ((LEFT, 1), (RIGHT, 2)):  # frame 5: 3 frames from each keyframe
+        predictor = BoxFollowingPredictor(score=lambda frame, box: 0.9 if (box[0] < 15) == (winner == LEFT) else 0.7)
+        reports = Reports()
+        results = run(
+            {2: FramePrompts(2, box=np.array(LEFT)), 8: FramePrompts(8, box=np.array(RIGHT))},
+            predictor=predictor,
+            on_result=reports,
+        )
+        reports.check_final(results)
+        assert reports.frames[:2] == [2, 8] and reports.frames.count(5) == reports_of_5
+        assert all(reports.frames.count(n) == 1 for n in results if n != 5)
+        first_5 = next(mask for n, mask in reports.calls if n == 5)
+        np.testing.assert_array_equal(first_5, rectangle(*LEFT))  # keyframe 2's sweep got there first
+        assert results.encoded == len(predictor.encoded) == 13  # frame 5 twice (the stand-in caches nothing)
+
+
+def test_held_back_frames_are_reported_once_confirmed_and_dropped_ones_never():
+    rule = replace(StopRule.legacy(), patience=2)
+    dip = BoxFollowingPredictor(score=lambda frame, box: 0.2 if frame == 7 else 0.9)  # one odd frame, then on
+    reports = Reports()
+    results = run({4: FramePrompts(4, box=np.array(LEFT))}, predictor=dip, stop_rule=rule, on_result=reports)
+    reports.check_final(results)
+    upward = [n for n in reports.frames if n > 4]
+    assert upward == sorted(upward) and len(reports.frames) == len(results) == 12  # 7 only once 8 confirmed it
+    gone = BoxFollowingPredictor(score=lambda frame, box: 0.2 if frame >= 7 else 0.9)  # the object ends after 6
+    reports = Reports()
+    results = run({4: FramePrompts(4, box=np.array(LEFT))}, predictor=gone, stop_rule=rule, on_result=reports)
+    reports.check_final(results)
+    assert sorted(reports.frames) == list(range(7))  # 7 and 8 were held back, then dropped: never reported
+
+
+def test_a_cancelled_run_reports_exactly_the_frames_it_returns():
+    calls, reports = [], Reports()
+    results = run(
+        {5: FramePrompts(5, box=np.array(LEFT))},
+        should_stop=lambda: len(calls.append(0) or calls) > 3,
+        on_result=reports,
+    )
+    reports.check_final(results)
+    assert 1 <= len(results) < 12
+
+
+class GridFollowingPredictor(BoxFollowingPredictor):
+    """:class:`BoxFollowingPredictor` on images of any size: masks take the size of the image set."""
+
+    def set_image(self, image, key=None) -> None:
+        super().set_image(image, key)
+        self.shape = image.shape[:2]
+
+
+def test_pipeline_reports_each_mask_on_the_frames_own_grid():
+    """Frames with pixels twice as tall as wide are segmented on square pixels; what ``on_result``
+    gets is already mapped back, and equals what ``pipeline.segment`` returns."""
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 6), dtype=np.uint8)  # [k, j, i]
+    stack = frames_along(Volume(image, spacing=np.array([1.0, 1.0, 2.0])), "sagittal")  # rows k: 2 mm
+    assert not stack[3].is_square and stack[3].square().image.shape[:2] != stack.frame_shape
+    predictor, reports = GridFollowingPredictor(), Reports()
+
+    results = pipeline.segment(
+        stack,
+        {3: FramePrompts(3, box=np.array([4.0, 3.0, 22.0, 15.0]))},
+        predictor,
+        propagate=True,
+        stop_rule=StopRule.legacy(),
+        lookahead=0,
+        progress=False,
+        on_result=reports,
+    )
+
+    assert sorted(results) == list(range(6)) and reports.frames[0] == 3
+    assert all(mask.shape == stack.frame_shape for _, mask in reports.calls)
+    reports.check_final(results)
+    assert all(results[n].mask.any() for n in results)
 
 
 # ------------------------------------------------------------------------------------ stop rule
@@ -305,6 +408,7 @@ def test_encoding_ahead_on_the_worker_changes_nothing(tiny_checkpoint):
         for ahead in (0, 3)
     ]
     assert sorted(runs[0]) == sorted(runs[1]) == list(range(10))
+    assert runs[0].encoded == runs[1].encoded == 10  # each frame once, by this thread or by the worker
     for index in runs[0]:
         np.testing.assert_array_equal(runs[0][index].mask, runs[1][index].mask)
         assert runs[0][index].score == runs[1][index].score

@@ -703,7 +703,7 @@ def test_clicks_alone_for_a_box_only_model_are_warned_about(app, litemedsam):
     outcome = logic.run(request)
     assert outcome.warnings == [
         "litemedsam was trained on boxes only: clicks without an ROI (on axial slice [0]) give poor or empty masks; "
-        "draw an ROI around the object, or choose a model that takes clicks (ultrasam, SAM)"
+        "draw an ROI around the object, or choose a model that takes clicks (ultrasam_lite, the default)"
     ]
     assert logic.outcomeMessage(request, outcome).endswith(outcome.warnings[0])
     assert (
@@ -724,8 +724,10 @@ def test_phantom_volume_propagation(app, litemedsam):
     mask = logic.segment(volume, roiNode=roi, sliceIndex=middle, axis="sagittal", propagate=True)
 
     slices = sorted(logic.lastOutcome.results)
-    # every kept slice but the precomputed one, plus at most the frame each sweep looked at and refused
-    assert len(slices) - 1 <= logic.predictor.encoded <= len(slices) + 1
+    # every kept slice but the precomputed one, plus at most the frame each sweep looked at and refused;
+    # the look-ahead worker encodes into the logic's store (its frames count in the run's total)
+    assert len(slices) - 1 <= logic.lastOutcome.encoded <= len(slices) + 1
+    assert len(logic.store) == logic.lastOutcome.encoded + 1
     lesion = np.flatnonzero(truth.any(axis=(0, 1)))
     assert set(lesion) <= set(slices) and slices == list(range(slices[0], slices[-1] + 1))
     per_slice = [dice(mask[:, :, i], truth[:, :, i]) for i in lesion]

@@ -227,3 +227,24 @@ def test_the_slicing_convention_is_only_read_from_the_library():
                 keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
                 values = {v.value for v in node.values if isinstance(v, ast.Constant)}
                 assert not (keys | values) >= {"sagittal", "coronal"}, f"{path.name}: {ast.unparse(node)}"
+
+
+def test_a_propagation_is_written_as_it_runs_and_every_way_of_stopping_it_reverts():
+    """Slices reach the segment through a ``LiveApply`` as the poll delivers them; Cancel, a failed job,
+    a model change and the module's cleanup put them back (test_slicer_live_apply checks the revert)."""
+    methods = {m.name: m for m in widget_class().body if isinstance(m, ast.FunctionDef)}
+
+    def calls(name: str) -> set[str]:
+        return {
+            c.func.attr
+            for c in ast.walk(methods[name])
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+        }
+
+    assert {"beginApply", "_startJob", "publish", "run"} <= calls("_startPropagation")
+    assert "apply" not in calls("_startPropagation") | calls("_finishPropagation")
+    assert "add" in calls("_addLiveResult") and {"finish", "cancel"} <= calls("_finishPropagation")
+    for name in ("onCancel", "_onJobError", "onModelChanged", "_stopJobs"):
+        assert "_revertLiveApply" in calls(name), name
+    assert "cancel" in calls("_revertLiveApply")
+    assert "revert" in (ast.get_docstring(methods["onCancel"]) or "")  # the behaviour is documented

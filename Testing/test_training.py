@@ -527,3 +527,45 @@ def test_the_embedding_cache_survives_a_touch_but_not_an_edit(tmp_path, data_dir
     cache = build()
     assert len(calls) == 3
     assert cache.get(0, False).abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def smoke_v2_runs(tmp_path_factory, data_dir, litemedsam_checkpoint):
+    """The UltraSam-Lite v2 recipe in small: click rounds + trained neck; full, and killed at 6 then resumed."""
+    from ultrasam_training.train.runner import train
+
+    root = tmp_path_factory.mktemp("smoke_v2")
+    common = {
+        "train_dataloader.dataset.shared_data_root": str(data_dir),
+        "train_dataloader.dataset.splits_root": str(REPO_ROOT / "work_dirs/data"),
+        "train_dataloader.dataset.embedding_cache.directory": str(REPO_ROOT / "work_dirs/cache/embeddings_smoke"),
+        "model.init_checkpoint": str(litemedsam_checkpoint),
+        "train_dataloader.dataset.embedding_cache.checkpoint": str(litemedsam_checkpoint),
+    }
+    full = train("smoke_v2", work_dir=root / "full", cfg_options=common)
+    partial = train("smoke_v2", work_dir=root / "resumed", cfg_options={**common, "train_cfg.max_iters": 6})
+    train("smoke_v2", work_dir=root / "resumed", cfg_options=common, resume=True)
+    return {"full": full, "resumed": partial}
+
+
+def test_click_rounds_train_and_resume_exactly(smoke_v2_runs):
+    full, resumed = _records(smoke_v2_runs["full"]), _records(smoke_v2_runs["resumed"])
+    assert sorted(full) == sorted(resumed) == list(range(1, 13))
+    assert {full[i]["clicks"] for i in full} <= {1.0, 2.0, 3.0} and len({full[i]["clicks"] for i in full}) > 1
+    for iteration in range(7, 13):  # the same clicks were simulated after the resume
+        for key in ("clicks", "loss", "loss_dice.clicks", "iou.clicks"):
+            assert resumed[iteration][key] == pytest.approx(full[iteration][key], rel=1e-4, abs=1e-5), key
+    first = np.mean([full[i]["loss_dice.clicks"] for i in range(1, 5)])
+    last = np.mean([full[i]["loss_dice.clicks"] for i in range(9, 13)])
+    assert last < first, (first, last)
+
+
+def test_only_the_neck_of_the_encoder_is_adapted(smoke_v2_runs, litemedsam_checkpoint):
+    from ultrasam.models import open_model
+
+    base = open_model(litemedsam_checkpoint, device="cpu").sam.state_dict()
+    tuned = open_model(smoke_v2_runs["full"] / "model_final.safetensors", device="cpu").sam.state_dict()
+    changed = {key for key in base if not torch.equal(base[key], tuned[key])}
+    assert any(key.startswith("image_encoder.neck.") for key in changed)
+    assert not any(key.startswith("image_encoder.") and ".neck." not in f".{key}" for key in changed)
+    assert any(key.startswith("mask_decoder.") for key in changed)

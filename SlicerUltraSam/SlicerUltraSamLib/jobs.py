@@ -6,8 +6,10 @@ a join that times out leaves the old worker running beside a new one. So the :cl
 holds at most one job; cancelling only raises the job's stop flag; the GUI polls (a QTimer calls
 :meth:`JobRunner.poll`) and gets the job's progress and, once it has really stopped, its result.
 What the user asks for while a job winds down is kept with :meth:`JobRunner.then` (the latest
-request replaces an earlier one) and runs from the poll that sees the job end. No Qt here: the same runner
-is driven by plain polling in the tests.
+request replaces an earlier one) and runs from the poll that sees the job end. A job may also hand
+over partial results as it goes (:meth:`Job.publish`: a propagation's finished slices), which the
+poll delivers on the GUI thread, in order and before the job's end, to the job's ``on_item``. No Qt
+here: the same runner is driven by plain polling in the tests.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class JobKind(enum.Enum):
     """What a job does, which decides how the GUI treats it (never its display text).
 
     ``foreground``: the user waits for it (progress bar, Cancel); otherwise it yields to the user.
-    ``keeps_result``: a result that arrives after Cancel is still used (propagation's slices so
-    far; a download, which cannot stop halfway); otherwise it is dropped (an encoding's follow-up).
+    ``keeps_result``: a result that arrives after Cancel is still delivered (a propagation's
+    outcome, marked cancelled, so the widget can undo the slices it showed; a download, which cannot
+    stop halfway); otherwise it is dropped (an encoding's follow-up).
     """
 
     PRECOMPUTE = ("Precomputing embeddings", False, False)
@@ -43,26 +46,34 @@ class JobKind(enum.Enum):
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One message from a job: progress ``(done, total)``, or its end (a result or an error)."""
+    """One message from a job: progress ``(done, total)``, a published ``item``, or its end (result or error)."""
 
     progress: tuple[int, int] | None = None
     result: object = None
     error: BaseException | None = None
     details: str = ""
+    item: object = None
+    has_item: bool = False
 
     @property
     def finished(self) -> bool:
-        return self.progress is None
+        return self.progress is None and not self.has_item
 
 
 class Job:
-    """One function run on a daemon thread; ``work(job)`` may call :meth:`progress` and poll :meth:`should_stop`."""
+    """One function run on a daemon thread; ``work(job)`` may call :meth:`progress` and :meth:`publish`
+    and poll :meth:`should_stop`."""
 
     def __init__(
-        self, kind: JobKind, work: Callable[["Job"], object], on_done: Callable[[object], None] | None
+        self,
+        kind: JobKind,
+        work: Callable[["Job"], object],
+        on_done: Callable[[object], None] | None,
+        on_item: Callable[[object], None] | None = None,
     ) -> None:
         self.kind = kind
         self.on_done = on_done
+        self.on_item = on_item
         self.abandoned = False  # its result is to be dropped, not applied (scene closed, model changed)
         self._work = work
         self._stop = threading.Event()
@@ -71,6 +82,10 @@ class Job:
 
     def progress(self, done: int, total: int) -> None:
         self._messages.put(JobEvent(progress=(done, total)))
+
+    def publish(self, item: object) -> None:
+        """Hand ``item`` to the GUI thread (any thread may call this): the poll gives it to ``on_item``."""
+        self._messages.put(JobEvent(item=item, has_item=True))
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -90,12 +105,19 @@ class JobRunner:
         self._pending: Callable[[], None] | None = None
 
     def start(
-        self, kind: JobKind, work: Callable[[Job], object], on_done: Callable[[object], None] | None = None
+        self,
+        kind: JobKind,
+        work: Callable[[Job], object],
+        on_done: Callable[[object], None] | None = None,
+        on_item: Callable[[object], None] | None = None,
     ) -> Job | None:
-        """Start a job, or return None while another one has not finished: never two at once."""
+        """Start a job, or return None while another one has not finished: never two at once.
+
+        ``on_item`` receives, on the polling thread, what the job publishes (:meth:`Job.publish`).
+        """
         if self.current is not None:
             return None
-        self.current = Job(kind, work, on_done)
+        self.current = Job(kind, work, on_done, on_item)
         self.current._thread.start()
         return self.current
 
@@ -128,7 +150,8 @@ class JobRunner:
     ) -> None:
         """Deliver the job's news without waiting (the GUI calls this from a timer).
 
-        Progress goes to ``on_progress``. When the job has ended the runner is free again, then
+        Progress goes to ``on_progress``; published items go, in order, to the job's ``on_item``
+        (unless it was abandoned). When the job has ended the runner is free again, then
         ``on_end(job)`` runs, then its error goes to ``on_error`` or its result to the job's
         ``on_done`` (unless it was abandoned, or cancelled and its kind does not keep results), and
         finally the :meth:`then` action runs, unless one of those started another job.
@@ -139,6 +162,10 @@ class JobRunner:
                 event = job._messages.get_nowait()
             except queue.Empty:
                 return
+            if event.has_item:
+                if job.on_item is not None and not job.abandoned:
+                    job.on_item(event.item)
+                continue
             if not event.finished:
                 if on_progress is not None:
                     on_progress(job, *event.progress)

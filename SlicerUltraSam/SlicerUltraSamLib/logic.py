@@ -14,9 +14,13 @@ and has three steps, which the widget spreads over threads and the console API r
    slice, the prompts in pixel space — and checks the output segmentation and segment, so that a
    wrong output is refused before any model runs;
 2. :meth:`~SlicerUltraSamLogic.run` computes masks with the library (any thread; embeddings come
-   from the shared store, so a new click only runs the decoder);
+   from the shared store, so a new click only runs the decoder); ``onResult`` hands over each
+   frame's mask as soon as it is decided;
 3. :meth:`~SlicerUltraSamLogic.apply` (GUI thread) writes the masks slice by slice and records how
-   to undo all it changed.
+   to undo all it changed. To show a propagation slice by slice while it runs,
+   :meth:`~SlicerUltraSamLogic.beginApply` (GUI thread, before step 2) gives a :class:`LiveApply`
+   that writes each mask handed over (``add``), then makes the whole run one undoable operation
+   (``finish``) or puts everything back (``cancel``).
 
 Public method and argument names follow Slicer's camelCase; helpers are PEP 8.
 """
@@ -52,7 +56,7 @@ from .sequences import CineOutput, find_browser
 
 log = logging.getLogger("SlicerUltraSam")
 
-__all__ = ["SlicerUltraSamLogic", "SegmentInputs", "SegmentRequest", "SegmentOutcome", "DEFAULT_WEIGHTS"]
+__all__ = ["SlicerUltraSamLogic", "SegmentInputs", "SegmentRequest", "SegmentOutcome", "LiveApply", "DEFAULT_WEIGHTS"]
 
 NEIGHBOUR_RADIUS = 2
 
@@ -100,12 +104,14 @@ class SegmentRequest:
 
 @dataclass
 class SegmentOutcome:
-    """Masks by frame (``ultrasam.propagate.SliceResult``), whether the user stopped the run, and
-    warnings about the prompts (e.g. clicks given to a model trained on boxes only)."""
+    """Masks by frame (``ultrasam.propagate.SliceResult``), whether the user stopped the run,
+    warnings about the prompts (e.g. clicks given to a model trained on boxes only), and how many
+    frames the run had to encode (the rest came from the embedding store)."""
 
     results: dict = field(default_factory=dict)
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
+    encoded: int = 0
 
     @property
     def scores(self) -> dict[int, float]:
@@ -343,39 +349,47 @@ class SlicerUltraSamLogic:
         request: SegmentRequest,
         shouldStop: Callable[[], bool] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        onResult: Callable[[int, object], None] | None = None,
     ) -> SegmentOutcome:
         """Step 2: masks for the prompted frames and, with propagation, their neighbours.
 
         Runs ``ultrasam.pipeline.segment``, the command line's code path (square-pixel resampling,
-        propagation). Touches no MRML node, so it may run on a worker thread when the request was
-        built with ``snapshot=True``. ``progress(done, total)`` is called as frames are reached.
+        propagation). A propagation encodes the frames its sweeps reach next on the library's
+        look-ahead thread, into the shared store; a single frame has nothing ahead and runs on the
+        GUI thread, so it starts no thread there. Touches no MRML node, so it may run on a worker
+        thread when the request was built with ``snapshot=True``; the callbacks are called on that
+        thread. ``onResult(index, result)`` gets each frame's mask (``ultrasam.propagate.SliceResult``)
+        as soon as it is decided, again if keyframe fusion replaces it (the last one is final), e.g.
+        for :meth:`LiveApply.add`. ``progress(done, total)`` counts the frames decided so far
+        (``total``: the frames a propagation may reach).
         """
         from ultrasam import pipeline
 
-        frames = request.frames
         first, last = request.frame_range
         total = len(request.prompts) if not request.propagate else last - first + 1
-        seen: set[int] = set()
+        ahead = {} if request.propagate else {"lookahead": 0}  # the library's default look-ahead for sweeps
+        done: set[int] = set()
 
-        def reached(index: int) -> None:
-            if index not in seen:
-                seen.add(index)
-                if progress is not None:
-                    progress(min(len(seen), total), total)
+        def decided(index: int, result) -> None:
+            done.add(index)
+            if progress is not None:
+                progress(min(len(done), total), total)
+            if onResult is not None:
+                onResult(index, result)
 
-        frames.on_frame = reached
         try:
             results = pipeline.segment(
-                frames,
+                request.frames,
                 request.prompts,
                 self.predictor,
                 propagate=request.propagate,
                 frame_range=request.frame_range,
                 min_score=request.inputs.minScore,
-                key=frames.key,
-                lookahead=0,  # frames are encoded through the predictor, so they land in the shared store
+                key=request.frames.key,
                 progress=False,
                 should_stop=shouldStop,
+                on_result=decided,
+                **ahead,
             )
         except RuntimeError as exc:  # torch: out of memory, device errors
             if "out of memory" in str(exc).lower():
@@ -383,40 +397,39 @@ class SlicerUltraSamLogic:
                     f"the GPU ran out of memory ({exc}); choose the cpu device or a smaller model"
                 ) from exc
             raise
-        finally:
-            frames.on_frame = None
         warnings = _prompt_warnings(self.model.spec, request)
         for warning in warnings:
             log.warning(warning)
         cancelled = bool(shouldStop is not None and shouldStop())
-        return SegmentOutcome(results=dict(results), cancelled=cancelled, warnings=warnings)
+        return SegmentOutcome(dict(results), cancelled=cancelled, warnings=warnings, encoded=results.encoded)
 
     def apply(self, request: SegmentRequest, outcome: SegmentOutcome, description: str | None = None) -> np.ndarray:
         """Step 3: write every mask into its slice of the segment; one undoable operation.
 
         Undo puts back all the operation changed: the slices, the segment's status and (if it had
         none) its empty labelmap, a segment or segmentation it created, and the segmentation's
-        reference geometry if it had to take the volume's grid.
+        reference geometry if it had to take the volume's grid. On an error the scene is left as
+        it was, never half-written.
 
         Returns the masks on the volume's voxel array: bool ``[k, j, i]`` (the volume's array shape
         without a colour axis) for a 2D frame or 3D volume; ``[frame, row, col]`` over all frames
         for a cine. Written slices hold the new masks; every other slice is False.
         """
-        operation = Operation(description or _describe(request, outcome))
+        return self.beginApply(request).finish(outcome, description)
+
+    def beginApply(self, request: SegmentRequest) -> "LiveApply":
+        """Step 3 as the masks arrive (GUI thread): a :class:`LiveApply` for ``request``'s output.
+
+        The output is checked again and what is missing is created now (a segmentation, a segment),
+        so the first slice can appear at once; :meth:`LiveApply.cancel` removes them again.
+        """
+        operation = Operation("")
         try:
             writer, segment_id = self._ensure_output(request, operation)
-            if request.is_cine:
-                result = self._apply_cine(request, outcome, writer, segment_id, operation)
-            else:
-                result = self._apply_volume(request, outcome, writer, segment_id, operation)
         except Exception:
-            operation.revert()  # leave the scene as it was, never half-written
+            operation.revert()
             raise
-        self.history.push(operation)
-        self.lastOutcome = outcome
-        self.lastSegmentationNode = writer.node
-        self.lastSegmentId = segment_id
-        return result
+        return LiveApply(self, request, operation, writer, segment_id)
 
     def outcomeMessage(self, request: SegmentRequest, outcome: SegmentOutcome) -> str:
         """The status line after a run: what was written, by which model where, scores, warnings."""
@@ -593,73 +606,141 @@ class SlicerUltraSamLogic:
             operation.on_undo(lambda: segmentation_node.GetSegmentation().RemoveSegment(segment_id))
         return writer, segment_id
 
-    @staticmethod
-    def _write(
-        writer: SegmentWriter,
-        segment_id: str,
-        axis: str,
-        index: int,
-        mask: np.ndarray,
-        operation: Operation,
-        still_valid=None,
+
+class LiveApply:
+    """A run's masks written into its segment as they arrive (GUI thread), all one undoable operation.
+
+    Made by :meth:`SlicerUltraSamLogic.beginApply` so that a propagation shows each slice as it is
+    done. :meth:`add` writes a frame (again for a frame whose mask keyframe fusion replaced: the last
+    write wins); :meth:`finish` makes everything written one entry of the logic's history (one Undo
+    puts back the whole run); :meth:`cancel` puts back all written so far, a segment or segmentation
+    the run created included, and leaves the history as it was. A failed write cancels, so nothing
+    is ever left half-written.
+    """
+
+    def __init__(
+        self, logic: SlicerUltraSamLogic, request: SegmentRequest, operation: Operation, writer, segment_id: str
     ) -> None:
-        """Write one slice and record how to put back what changed (unless ``still_valid()`` says no).
+        self._logic = logic
+        self.request = request
+        self._operation = operation
+        self._writer = writer
+        self.segmentId = segment_id
+        self._state = "open"
+        self.indices: list[int] = []  # frames written, in the order of their first write
+        if request.is_cine:
+            height, width = request.frames.frame_shape
+            self.written = np.zeros((request.frames.num_frames, height, width), dtype=bool)
+            self._cine = CineOutput(request.browser, request.master_sequence, writer.node)
+            # a single frame and no per-frame storage yet: the proxy is the output
+            self._only_current = not request.propagate and self._cine.sequence is None
+        else:
+            self.written = np.zeros(writer.shape_kji, dtype=bool)
+            self._cine = None
 
-        The segment's state (status, emptiness) is recorded at its first change in the operation,
-        so undo restores it after all of its slices.
-        """
-        previous = writer.read_slice(segment_id, axis, index)
-        if np.array_equal(previous, mask):
-            return
-        valid = still_valid or (lambda: True)
+    @property
+    def segmentationNode(self):
+        return self._writer.node
 
-        def state_step() -> Callable[[], None]:
-            restore_state = writer.segment_state(segment_id)
-            return lambda: valid() and restore_state()
+    @property
+    def isOpen(self) -> bool:
+        """Neither finished nor cancelled: :meth:`add` may still write."""
+        return self._state == "open"
 
-        operation.on_undo_once((id(writer.node), segment_id), state_step)
-        writer.write_slice(segment_id, axis, index, mask)
-        packed = PackedMask.pack(previous)
-
-        def restore() -> None:
-            if valid() and writer.node.GetSegmentation().GetSegment(segment_id) is not None:
-                writer.write_slice(segment_id, axis, index, packed.unpack())
-
-        operation.on_undo(restore)
-
-    def _apply_volume(
-        self, request, outcome, writer: SegmentWriter, segment_id: str, operation: Operation
-    ) -> np.ndarray:
-        written = np.zeros(writer.shape_kji, dtype=bool)
-        for index, result in sorted(outcome.results.items()):
-            self._write(writer, segment_id, request.axis, index, result.mask, operation)
-            frame_of(written, request.axis, index)[...] = result.mask
-        return written
-
-    def _apply_cine(
-        self, request, outcome, proxy_writer: SegmentWriter, segment_id: str, operation: Operation
-    ) -> np.ndarray:
-        segmentation_node = proxy_writer.node
-        output = CineOutput(request.browser, request.master_sequence, segmentation_node)
-        height, width = request.frames.frame_shape
-        written = np.zeros((request.frames.num_frames, height, width), dtype=bool)
-        only_current = not request.propagate and output.sequence is None
-        for index, result in sorted(outcome.results.items()):
-            if only_current:  # a single frame and no per-frame storage yet: the proxy is the output
-                nodes = [segmentation_node]
+    def add(self, index: int, result) -> None:
+        """Write frame ``index``'s mask (``result.mask``, a ``SliceResult``) into the segment now."""
+        self._require_open("add to")
+        try:
+            if self._cine is not None:
+                self._write_cine(index, result.mask)
             else:
-                nodes = output.nodes_for(index, segment_id, operation)
-            for node in nodes:
-                if node is segmentation_node:
-                    # The proxy shows frame ``index`` only while the browser stays there; once it has
-                    # moved on, the proxy holds another frame and the restored item is what counts.
-                    on_screen = lambda index=index: only_current or output.current_index == index  # noqa: E731
-                    self._write(proxy_writer, segment_id, "axial", 0, result.mask, operation, on_screen)
-                else:  # an item: the proxy's grid, as the proxy segmentation sees it
-                    item_writer = SegmentWriter(node, proxy_writer.ijk_to_ras, proxy_writer.shape_kji)
-                    self._write(item_writer, segment_id, "axial", 0, result.mask, operation)
-            written[index] = result.mask
-        return written
+                _write_slice(self._writer, self.segmentId, self.request.axis, index, result.mask, self._operation)
+        except Exception:
+            self.cancel()
+            raise
+        self._mask_of(index)[...] = result.mask
+        if index not in self.indices:
+            self.indices.append(index)
+
+    def finish(self, outcome: SegmentOutcome, description: str | None = None) -> np.ndarray:
+        """Write what :meth:`add` did not get (or got otherwise) of ``outcome``, then push the one
+        operation to the history; returns the masks as :meth:`SlicerUltraSamLogic.apply` does."""
+        self._require_open("finish")
+        for index, result in sorted(outcome.results.items()):
+            if index not in self.indices or not np.array_equal(self._mask_of(index), result.mask):
+                self.add(index, result)
+        self._operation.description = description or _describe(self.request, outcome)
+        self._state = "finished"
+        logic = self._logic
+        logic.history.push(self._operation)
+        logic.lastOutcome = outcome
+        logic.lastSegmentationNode, logic.lastSegmentId = self.segmentationNode, self.segmentId
+        return self.written
+
+    def cancel(self) -> None:
+        """Put the scene back as it was before :meth:`SlicerUltraSamLogic.beginApply`; the history is
+        unchanged. Cancelling again does nothing; a finished run is undone with ``undo()`` instead."""
+        if self._state == "cancelled":
+            return
+        self._require_open("cancel")
+        self._state = "cancelled"
+        self._operation.revert()
+
+    def _require_open(self, what: str) -> None:
+        if self._state != "open":
+            raise UltraSamError(f"cannot {what} a live apply that is already {self._state}")
+
+    def _mask_of(self, index: int) -> np.ndarray:
+        """Frame ``index`` of :attr:`written` (a view)."""
+        return self.written[index] if self._cine is not None else frame_of(self.written, self.request.axis, index)
+
+    def _write_cine(self, index: int, mask: np.ndarray) -> None:
+        """Frame ``index``'s item of the segmentation sequence, and the proxy while it shows that frame."""
+        proxy_writer, output, only_current = self._writer, self._cine, self._only_current
+        nodes = [proxy_writer.node] if only_current else output.nodes_for(index, self.segmentId, self._operation)
+        for node in nodes:
+            if node is proxy_writer.node:
+                # The proxy shows frame ``index`` only while the browser stays there; once it has
+                # moved on, the proxy holds another frame and the restored item is what counts.
+                on_screen = lambda: only_current or output.current_index == index  # noqa: E731
+                _write_slice(proxy_writer, self.segmentId, "axial", 0, mask, self._operation, on_screen)
+            else:  # an item: the proxy's grid, as the proxy segmentation sees it
+                item_writer = SegmentWriter(node, proxy_writer.ijk_to_ras, proxy_writer.shape_kji)
+                _write_slice(item_writer, self.segmentId, "axial", 0, mask, self._operation)
+
+
+def _write_slice(
+    writer: SegmentWriter,
+    segment_id: str,
+    axis: str,
+    index: int,
+    mask: np.ndarray,
+    operation: Operation,
+    still_valid: Callable[[], bool] | None = None,
+) -> None:
+    """Write one slice and record how to put back what changed (unless ``still_valid()`` says no).
+
+    The segment's state (status, emptiness) is recorded at its first change in the operation,
+    so undo restores it after all of its slices.
+    """
+    previous = writer.read_slice(segment_id, axis, index)
+    if np.array_equal(previous, mask):
+        return
+    valid = still_valid or (lambda: True)
+
+    def state_step() -> Callable[[], None]:
+        restore_state = writer.segment_state(segment_id)
+        return lambda: valid() and restore_state()
+
+    operation.on_undo_once((id(writer.node), segment_id), state_step)
+    writer.write_slice(segment_id, axis, index, mask)
+    packed = PackedMask.pack(previous)
+
+    def restore() -> None:
+        if valid() and writer.node.GetSegmentation().GetSegment(segment_id) is not None:
+            writer.write_slice(segment_id, axis, index, packed.unpack())
+
+    operation.on_undo(restore)
 
 
 def _describe(request: SegmentRequest, outcome: SegmentOutcome) -> str:

@@ -14,6 +14,7 @@ square pixels) and the masks mapped back exactly onto the original grid.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping
 
@@ -22,7 +23,7 @@ import numpy as np
 from ultrasam.frames import Frame, FrameStack
 from ultrasam.predictor import Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.propagate import MARGIN_FLOOR, Propagation, SliceResult, StopRule
+from ultrasam.propagate import MARGIN_FLOOR, Propagation, ResultCallback, SliceResult, StopRule
 from ultrasam.propagate import propagate as run_propagation
 
 
@@ -79,6 +80,7 @@ def segment(
     lookahead: int = 2,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_result: ResultCallback | None = None,
 ) -> Propagation:
     """Masks on the prompted frames (and, with ``propagate``, wherever the object goes on around them),
     on the frames' own grids.
@@ -87,7 +89,13 @@ def segment(
     (see :mod:`ultrasam.propagate`). ``stop_rule`` (default :class:`StopRule`) decides where the
     object ends; ``min_score`` replaces its predicted-IoU floor; ``margin_floor`` is the least
     growth of a propagated box (see :func:`ultrasam.propagate.propagate`). Each frame is resampled to square
-    pixels and encoded once per run; ``lookahead`` frames are encoded ahead on a worker thread.
+    pixels and encoded once per run; ``lookahead`` frames are encoded ahead on a worker thread
+    (through a second predictor on ``predictor``'s embedding store, so they stay there for later
+    prompts). ``should_stop`` is polled between frames.
+
+    ``on_result(index, result)`` shows each frame as it is done: it is called in this thread as a
+    frame's mask is decided, with the mask already on the frame's own grid, and again when keyframe
+    fusion replaces it, so the last call for a frame carries the mask returned for it.
     """
     from ultrasam.prompts import check_on_frame
 
@@ -101,6 +109,21 @@ def segment(
         if index not in square:
             square[index] = stack[index].square()
         return square[index]
+
+    on_grid: dict[int, tuple[SliceResult, np.ndarray]] = {}  # masks mapped back for on_result, reused below
+
+    def to_grid(index: int, result: SliceResult) -> np.ndarray:
+        """``result``'s mask on frame ``index``'s own grid, mapped back once per result."""
+        frame = model_frame(index)
+        if frame.parent is None:
+            return result.mask
+        seen = on_grid.get(index)
+        return seen[1] if seen is not None and seen[0] is result else frame.mask_to_parent(result.mask)
+
+    def report(index: int, result: SliceResult) -> None:
+        mask = to_grid(index, result)
+        on_grid[index] = (result, mask)
+        on_result(index, result if mask is result.mask else replace(result, mask=mask))
 
     checked = {n: check_on_frame(p, stack.frame_shape, where=f"{stack.axis} frame {n}") for n, p in frame_prompts.items()}
     mapped = {n: p.mapped(stack[n], model_frame(n)) if not stack[n].is_square else p for n, p in checked.items()}
@@ -118,11 +141,10 @@ def segment(
         lookahead=lookahead,
         progress=progress,
         should_stop=should_stop,
+        on_result=report if on_result is not None else None,
     )
     for index, result in results.items():
-        frame = model_frame(index)
-        if frame.parent is not None:
-            result.mask = frame.mask_to_parent(result.mask)
+        result.mask = to_grid(index, result)
     return results
 
 

@@ -16,6 +16,10 @@ Works for volumes and cine loops alike: anything that can hand out frame ``k`` a
   union would be a mask neither decoder pass produced, with no score or logits of its own). A sweep
   that stopped does not claim frames: a frame its stop left empty is taken by the other keyframe's
   sweep if that one still sees the object there.
+* **Results as they come.** ``on_result(index, result)`` is called as soon as a frame's mask is
+  decided (a keyframe when segmented, a propagated frame once the stop rule keeps it), and again for
+  a frame whose mask fusion replaces, so a front end can show each slice as it is done: the last
+  call for a frame is its final mask. A frame never reported is not in the result.
 * **Stopping.** :class:`StopRule` judges each propagated frame from the model's own evidence and ends
   the sweep (without writing that frame) when the object is gone; the reason is reported per sweep
   (:class:`SweepEnd`). Sweeps also end at the frame range, a barrier, a keyframe, or on cancel.
@@ -45,6 +49,7 @@ from ultrasam.transforms import mask_to_box
 log = logging.getLogger(__name__)
 
 FrameSource = Callable[[int], np.ndarray]
+ResultCallback = Callable[[int, "SliceResult"], None]
 
 
 @dataclass
@@ -294,11 +299,14 @@ class SweepEnd:
 
 
 class Propagation(dict):
-    """``{frame: SliceResult}`` in frame order, plus how each sweep ended (``sweeps``)."""
+    """``{frame: SliceResult}`` in frame order, plus how each sweep ended (``sweeps``) and how many
+    frames the run had to encode (``encoded``: by the caller's predictor or the look-ahead worker;
+    frames found in the embedding store do not count)."""
 
-    def __init__(self, results: Mapping[int, SliceResult], sweeps: list[SweepEnd]) -> None:
+    def __init__(self, results: Mapping[int, SliceResult], sweeps: list[SweepEnd], encoded: int = 0) -> None:
         super().__init__(sorted(results.items()))
         self.sweeps = sweeps
+        self.encoded = encoded
 
 
 # ------------------------------------------------------------------------------------------- encoding
@@ -322,10 +330,19 @@ class SliceEncoder:
         self._changed = threading.Condition()
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._ahead: Predictor | None = None
+        self._encoded_here = 0
         if lookahead > 0:
-            ahead = Predictor(predictor.model, store=predictor.store)
-            self._worker = threading.Thread(target=self._work, args=(ahead,), name="ultrasam-encoder", daemon=True)
+            self._ahead = Predictor(predictor.model, store=predictor.store)
+            self._worker = threading.Thread(
+                target=self._work, args=(self._ahead,), name="ultrasam-encoder", daemon=True
+            )
             self._worker.start()
+
+    @property
+    def encoded(self) -> int:
+        """Frames encoded so far, in the calling thread or (exact once :meth:`close` returned) by the worker."""
+        return self._encoded_here + (self._ahead.encoded if self._ahead is not None else 0)
 
     def expect(self, indices: Iterable[int]) -> None:
         """The frames needed next, soonest first: the first ``lookahead`` are (or get) encoded ahead."""
@@ -348,6 +365,7 @@ class SliceEncoder:
                 self._done.discard(index)
                 self._requested.discard(index)
         # from the store; encoded here if the worker failed on it (raising its error here) or it was evicted
+        self._encoded_here += int(not self._cached(index))
         self._predictor.set_image(self._frame(index), key=(self._key, index))
 
     def close(self) -> None:
@@ -443,6 +461,7 @@ def propagate(
     lookahead: int = 2,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_result: ResultCallback | None = None,
 ) -> Propagation:
     """Masks for every keyframe and, with ``sweep``, for the frames around them where the object goes on.
 
@@ -450,8 +469,10 @@ def propagate(
     defaults to :class:`StopRule`'s defaults. Each frame is prompted with the previous mask's box
     grown by ``margin`` × its size, at least ``margin_floor`` × the frame's longer side (see
     :data:`MARGIN_FLOOR`). ``lookahead`` frames are encoded ahead on a worker thread (0: on demand,
-    in this thread). ``should_stop`` is polled between frames (a GUI's cancel button). See the
-    module docstring for keyframes, barriers and fusion.
+    in this thread). ``should_stop`` is polled between frames (a GUI's cancel button).
+    ``on_result(index, result)`` is called in this thread as each frame's mask is decided, again
+    when fusion replaces it (the last call is the final mask; see the module docstring for
+    keyframes, barriers and fusion).
     """
     bounds = _checked_range(frame_range, num_frames, prompts)
     keyframes = [n for n, p in sorted(prompts.items()) if p.has_positive]
@@ -467,9 +488,10 @@ def propagate(
         use_logits,
         tqdm(total=len(keyframes), desc="frames", unit="frame", disable=not progress),
         should_stop or (lambda: False),
+        on_result or (lambda index, result: None),
     )
     try:
-        run.segment_keyframes(keyframes)
+        run.segment_keyframes(keyframes, sweep)
         if sweep:
             run.sweep(keyframes)
     finally:
@@ -477,7 +499,7 @@ def propagate(
         run.bar.close()
     for end in run.ends:
         log.debug("propagation %s", end)
-    return Propagation(run.results, run.ends)
+    return Propagation(run.results, run.ends, run.encoder.encoded)
 
 
 def _checked_range(
@@ -507,13 +529,15 @@ class _Run:
     use_logits: bool
     bar: tqdm
     should_stop: Callable[[], bool]
+    on_result: ResultCallback
     results: dict[int, SliceResult] = field(default_factory=dict)
     ends: list[SweepEnd] = field(default_factory=list)
     looks: dict[int, Appearance] = field(default_factory=dict)  # each keyframe's object, as the encoder sees it
 
-    def segment_keyframes(self, keyframes: list[int]) -> None:
-        """Each keyframe from its own prompts (the next keyframes, then the first swept frames, encode meanwhile)."""
-        first_swept = [k + step for k in keyframes for step in (-1, 1)]
+    def segment_keyframes(self, keyframes: list[int], sweep: bool) -> None:
+        """Each keyframe from its own prompts (the next keyframes, then the first swept frames if any, encode
+        meanwhile: a run without sweeps encodes nothing it will not use)."""
+        first_swept = [k + step for k in keyframes for step in (-1, 1)] if sweep else []
         for position, index in enumerate(keyframes):
             if self.should_stop():
                 return
@@ -523,6 +547,7 @@ class _Run:
             self.results[index] = SliceResult(index, prediction.mask, prediction.score, prediction.logits, True, index)
             self.looks[index] = self._look(prediction.logits)
             self.bar.update()
+            self.on_result(index, self.results[index])  # final: no sweep enters a keyframe
 
     def sweep(self, keyframes: list[int]) -> None:
         """Advance every sweep one frame per round until all have ended (see the module docstring)."""
@@ -555,10 +580,12 @@ class _Run:
             self._end(current, current.doubted[0][1])
 
     def _write(self, result: SliceResult) -> None:
-        """Keep ``result`` unless an equally near keyframe's sweep holds the frame with a higher score."""
+        """Keep ``result`` unless an equally near keyframe's sweep holds the frame with a higher score;
+        report it when kept (again for a frame it replaces, so the last report is the final mask)."""
         existing = self.results.get(result.index)
         if existing is None or result.score > existing.score:
             self.results[result.index] = result
+            self.on_result(result.index, result)
 
     def _blocked(self, current: _Sweep) -> str | None:
         """Why ``current`` cannot go on to its next frame, or None."""

@@ -7,3 +7,8 @@ train_dataloader = dict(
     dataset=dict(embedding_cache=dict(directory="work_dirs/cache/embeddings_smoke", dtype="float16", level="neck_input")),
 )
 evaluation = dict(sets=dict(busi_val="shared:val"), prompts=["point", "box"], refine=[False])
+custom_hooks = [
+    dict(type="RngStateHook"),
+    dict(type="ExportWeightsHook", interval=6, family="ultrasam_lite"),
+    dict(type="CurvePlotHook"),
+]

@@ -13,6 +13,10 @@
 #     so LoRA or unfreezing it would not fit the 3-hour budget with click rounds on top.
 # So the trunk's output (the neck's input, 320x64x64, float16) is cached once per image and flip,
 # and the neck trains with the decoder and prompt encoder; the shipped delta is those three parts.
+# The shipped file is the delta against LiteMedSAM:
+#   ultrasam export work_dirs/ultrasam_lite_v2/model_final.safetensors \
+#       UltraSamLib/ultrasam/assets/ultrasam_lite_v2.safetensors --delta-base litemedsam --family ultrasam_lite \
+#       --config Training/ultrasam_training/configs/ultrasam_lite_v2.py --metrics metrics.json
 _base_ = ["./ultrasam_lite.py"]
 
 max_iters = 700
@@ -43,7 +47,7 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=50, max_keep_ckpts=2))
 custom_hooks = [
     dict(type="RngStateHook"),
-    dict(type="ExportWeightsHook", interval=100),
+    dict(type="ExportWeightsHook", interval=100, family="ultrasam_lite"),  # the file reopens as click-capable
     dict(type="CurvePlotHook"),
 ]
 

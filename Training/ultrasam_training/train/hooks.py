@@ -52,13 +52,18 @@ class RngStateHook(Hook):
 
 @HOOKS.register_module()
 class ExportWeightsHook(Hook):
-    """Write ``<work_dir>/model_final.safetensors`` (plain SAM layout) every ``interval`` iterations and at the end."""
+    """Write ``<work_dir>/model_final.safetensors`` (plain SAM layout) every ``interval`` iterations and at the end.
+
+    ``family`` names the recipe the file records when it differs from the training family (e.g. a
+    LiteMedSAM fine-tune trained for clicks is ``ultrasam_lite``: same preprocessing, other abilities).
+    """
 
     priority = "LOW"
 
-    def __init__(self, interval: int = 2000, filename: str = FINAL_WEIGHTS) -> None:
+    def __init__(self, interval: int = 2000, filename: str = FINAL_WEIGHTS, family: str | None = None) -> None:
         self.interval = interval
         self.filename = filename
+        self.family = family
 
     def _export(self, runner, iterations_done: int) -> None:
         if not is_main_process():
@@ -69,7 +74,7 @@ class ExportWeightsHook(Hook):
         save_state_dict(
             model.state_dict(),
             path,
-            family=model.spec.family,
+            family=self.family or model.spec.family,
             overwrite=True,
             metadata={"iteration": iterations_done, "config": config, "seed": runner.seed},
         )

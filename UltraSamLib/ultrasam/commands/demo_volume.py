@@ -61,24 +61,33 @@ def run_volume(predictor, out: Path, overwrite: bool) -> dict[int, float]:
     lesion_markups(volume, truth, middle, roi_path, points_path, overwrite)
 
     stack = pipeline.load(volume_path, axis="sagittal")
-    supports_points = predictor.model.spec.supports("point")
-    prompts = pipeline.prompts(stack, markups=[roi_path, points_path] if supports_points else [roi_path])
-    start = time.perf_counter()
-    results = pipeline.segment(stack, prompts, predictor, propagate=True, progress=True)
-    seconds = time.perf_counter() - start
-    pipeline.save(out / "phantom_lesion.seg.nrrd", stack, results, overlay=out / "phantom_overlay.png",
-                  prompts=prompts, overwrite=overwrite)
-    report_volume(stack, results, truth, prompts, seconds)
-    return {i: dice(results[i].mask, truth[:, :, i]) if i in results else 0.0 for i in range(volume.shape_ijk[0]) if truth[:, :, i].any()}
+    runs = {"ROI": ([roi_path], "phantom_lesion", "phantom_overlay")}
+    if predictor.model.spec.supports("point"):
+        runs["one click"] = ([points_path], "phantom_lesion_click", "phantom_overlay_click")
+    else:
+        print(f"3D volume: {predictor.model.spec.family} takes boxes only, so the volume is prompted with the ROI only")
+    per_slice: dict[int, float] = {}
+    for label, (markups, seg_name, overlay_name) in runs.items():
+        prompts = pipeline.prompts(stack, markups=markups)
+        start = time.perf_counter()
+        results = pipeline.segment(stack, prompts, predictor, propagate=True, progress=True)
+        seconds = time.perf_counter() - start
+        pipeline.save(out / f"{seg_name}.seg.nrrd", stack, results, overlay=out / f"{overlay_name}.png",
+                      prompts=prompts, overwrite=overwrite)
+        report_volume(stack, results, truth, prompts, seconds, label)
+        if label == "ROI":
+            per_slice = {i: dice(results[i].mask, truth[:, :, i]) if i in results else 0.0
+                         for i in range(volume.shape_ijk[0]) if truth[:, :, i].any()}
+    return per_slice
 
 
-def report_volume(stack, results, truth: np.ndarray, prompts, seconds: float) -> None:
+def report_volume(stack, results, truth: np.ndarray, prompts, seconds: float, label: str = "ROI") -> None:
     """Print how well the sweep did against the known lesion: over the volume, per slice, and how fast."""
     masks = stack.to_volume_array({n: r.mask for n, r in results.items()}, dtype=bool)
     lesion_slices = truth.any(axis=(0, 1))
     scores = [dice(masks[:, :, i], truth[:, :, i]) for i in np.flatnonzero(lesion_slices)]
     print(
-        f"3D volume: {len(results)} of {len(stack)} sagittal slices segmented ({len(prompts)} prompted), "
+        f"3D volume from {label}: {len(results)} of {len(stack)} sagittal slices segmented ({len(prompts)} prompted), "
         f"lesion on {int(lesion_slices.sum())}; 3D Dice {dice(masks, truth):.3f}; mean Dice over the lesion slices "
         f"{np.mean(scores):.3f}; {int(masks[:, :, ~lesion_slices].sum())} voxels written on the "
         f"{int((~lesion_slices).sum())} lesion-free slices; {len(results) / seconds:.2f} slices/s ({seconds:.1f} s)"
