@@ -320,13 +320,8 @@ def test_cancelling_a_cine_run_removes_the_segmentation_sequence_it_created(app)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0 and len(logic.history) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequences.CineOutput.ensure_sequence: AddSynchronizedSequenceNodeID makes the Sequences logic create a "
-    "proxy segmentation named after the new sequence; AddProxyNode replaces it but it stays in the scene, and undo "
-    "(or cancel) does not remove it",
-)
 def test_cancelling_a_cine_run_leaves_no_segmentation_node_behind(app):
+    """Synchronizing a new sequence makes the Sequences logic create a proxy of its own; it must not stay behind."""
     _, _, _, _, counts, _ = cancelled_cine_run(app)
     assert scene_counts(app) == counts
 

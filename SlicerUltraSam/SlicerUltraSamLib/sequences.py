@@ -84,7 +84,12 @@ class CineOutput:
         for n in range(self.master.GetNumberOfDataNodes()):
             sequence.SetDataNodeAtValue(self.proxy if n == current else empty, self.master.GetNthIndexValue(n))
         self.browser.AddSynchronizedSequenceNodeID(sequence.GetID())
+        # With the Sequences logic running (the application), synchronizing creates a proxy of its own,
+        # which AddProxyNode then replaces by ours: remove it, or every first cine run leaves a stray node.
+        stray = self.browser.GetProxyNode(sequence)
         self.browser.AddProxyNode(self.proxy, sequence, False)
+        if stray is not None and stray is not self.proxy and stray.GetScene() is scene:
+            scene.RemoveNode(stray)
         self.browser.SetSaveChanges(sequence, True)
         self.sequence = sequence
 
