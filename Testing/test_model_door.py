@@ -91,7 +91,7 @@ def test_mmengine_training_container_opens_with_its_recorded_family(sources, tmp
 
 
 def test_registry_names_and_the_default(litemedsam_checkpoint):
-    assert open_model(device="cpu").spec.family == DEFAULT_WEIGHTS == "litemedsam"
+    assert open_model(device="cpu").spec.family == DEFAULT_WEIGHTS == "ultrasam_lite"
     assert open_model("litemedsam", device="cpu").source == str(litemedsam_checkpoint)
     with pytest.raises(CheckpointError, match="neither a checkpoint file nor a registered weights name"):
         open_model("no_such_model", device="cpu")

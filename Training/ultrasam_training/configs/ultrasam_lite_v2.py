@@ -1,6 +1,7 @@
 # UltraSam-Lite v2: the shipped default model. LiteMedSAM (TinyViT-5M, 256 px) fine-tuned on the
 # shared BUSI + HC18 train split (653 images) with interactive click simulation and its encoder
-# neck adapted, sized for 2 CPU cores (one command, resumable, ~1 h after a one-off ~12 min cache).
+# neck adapted, sized for 2 CPU cores (one command, resumable: a one-off ~25 min cache of 1306
+# trunk outputs at 1.15 s each, then 700 iterations).
 #
 # Click simulation (train/click_rounds.py): the initial UltraSam prompt (50/50 point / jittered box),
 # then k = 1..6 corrective clicks drawn from the previous prediction's error region by the

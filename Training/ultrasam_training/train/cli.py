@@ -59,8 +59,10 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ultrasam_training.train.export import export_checkpoint, export_delta
+    from ultrasam_training.train.export import export_checkpoint, export_delta, pin_packaged_weights
 
+    if args.pin and not args.delta_base:
+        raise TrainingError("--pin registers a shipped delta: give --delta-base too")
     if args.delta_base:
         if not args.family:
             raise TrainingError("--delta-base needs --family (the family the composed model is, e.g. ultrasam_lite)")
@@ -79,6 +81,15 @@ def _export(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, tensors that differ from {args.delta_base})")
+        if args.pin:
+            entry = pin_packaged_weights(
+                out,
+                name=args.pin,
+                family=args.family,
+                base=args.delta_base,
+                description=args.description or f"{args.family}: {args.delta_base} + the packaged delta {out.name}",
+            )
+            print(f"pinned {entry['name']} in the weights registry: {entry['size']} bytes, sha256 {entry['sha256']}")
         return 0
     out = export_checkpoint(args.checkpoint, args.out, family=args.family, overwrite=args.overwrite)
     print(f"wrote {out}")
@@ -138,6 +149,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--config", help="training config whose sha256 the delta records")
     export.add_argument("--metrics", help="JSON file of measured metrics the delta records")
+    export.add_argument(
+        "--pin",
+        metavar="NAME",
+        help="register OUT (a file inside the ultrasam package) under NAME in weights.json, size and sha256 measured",
+    )
+    export.add_argument("--description", help="the registry entry's description (with --pin)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=_export)
 

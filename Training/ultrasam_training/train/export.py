@@ -136,3 +136,61 @@ def export_delta(
 
     model_from_state_dict(compose(base_tensors, {"state_dict": delta, "meta": meta}, entry.sha256), family=family)
     return atomic_write(Path(out), lambda tmp: write_safetensors(delta, tmp, meta), overwrite=overwrite)
+
+
+def pin_packaged_weights(
+    asset: str | Path,
+    *,
+    name: str,
+    family: str,
+    base: str | None,
+    description: str,
+    licence: str = "Apache-2.0",
+    registry_path: str | Path | None = None,
+) -> dict:
+    """Register (or re-pin) a file shipped inside the ``ultrasam`` package in its ``weights.json``.
+
+    The entry's size and sha256 are measured on ``asset`` now, so the registry and the shipped
+    bytes cannot drift apart: every load re-checks both. A new entry goes first (the registry's
+    order is the order ``ultrasam weights list`` shows); an existing one keeps its place.
+    """
+    import hashlib
+    import json
+
+    from ultrasam import weights
+
+    registry_path = Path(registry_path or weights.REGISTRY_PATH)
+    package_root = registry_path.resolve().parent
+    asset = Path(asset).resolve()
+    try:
+        relative = asset.relative_to(package_root)
+    except ValueError:
+        raise TrainingError(f"{asset} is not inside the package folder {package_root}: only packaged files are pinned")
+    data = asset.read_bytes()
+    entry = {
+        "name": name,
+        "family": family,
+        "source": f"{weights.PACKAGE_PREFIX}{relative.as_posix()}",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": None,
+        "licence": licence,
+        "file_name": asset.name,
+        "homepage": None,
+        "description": description,
+        "checksum_source": "measured on the packaged file when it was exported (ultrasam export --pin)",
+        "base": base,
+    }
+    weights.WeightsEntry(**entry)  # validates the fields before anything is written
+    registry = json.loads(registry_path.read_text(encoding="utf-8"))
+    listed = registry.setdefault("weights", [])
+    for index, existing in enumerate(listed):
+        if existing.get("name") == name:
+            listed[index] = entry
+            break
+    else:
+        listed.insert(0, entry)
+    text = json.dumps(registry, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(registry_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
+    weights.load_registry(registry_path)  # the file still reads as a registry
+    return entry

@@ -105,7 +105,9 @@ class UltraSamTrainModel(BaseModel):
                 raise TrainingError("train_neck needs freeze_image_encoder=True and an encoder with a neck (TinyViT)")
             self.image_encoder.neck.requires_grad_(True)
         self.click_schedule = ClickSchedule(**click_rounds) if click_rounds else None
-        self._encoder_digest: str | None = None
+        # Taken now, from the initial weights the embedding cache was made with: a resumed run
+        # loads a trained neck afterwards, and a digest taken then would refuse its own cache.
+        self._encoder_digest: str | None = encoder_digest(self.image_encoder) if freeze_image_encoder else None
 
     # ----------------------------------------------------------------- helpers
     def train(self, mode: bool = True) -> "UltraSamTrainModel":
