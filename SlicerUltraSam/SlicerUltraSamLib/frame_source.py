@@ -17,7 +17,7 @@ sagittal convention, same square-pixel resampling, same propagation.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from typing import Hashable
 
 import numpy as np
 from slicer import util
@@ -60,7 +60,6 @@ class FrameSource:
     num_frames: int
     frame_shape: tuple[int, int]
     window: tuple[float, float] | None
-    on_frame: Callable[[int], None] | None = None  # called with each index handed out (progress)
 
     def voxel_frame(self, index: int) -> Frame:
         """Frame ``index`` with the stored voxel values."""
@@ -73,8 +72,6 @@ class FrameSource:
         """Frame ``index`` as the model gets it (8-bit, windowed if needed), on the voxel grid."""
         if not 0 <= index < self.num_frames:
             raise IndexError(f"{self.axis} frame {index} is outside 0..{self.num_frames - 1}")
-        if self.on_frame is not None:
-            self.on_frame(index)
         frame = self.voxel_frame(index)
         if self.window is None:
             return frame
