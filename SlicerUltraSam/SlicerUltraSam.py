@@ -56,7 +56,9 @@ class SlicerUltraSam(ScriptedLoadableModule):
             "datasets) or another SAM-family model. Place positive/negative points or an ROI on a 2D frame, a cine "
             "frame or a slice of a 3D volume; the segment updates as you click, and can be propagated to neighbouring "
             "slices or all frames. Only the working slice of the chosen segment is ever changed; Undo (Ctrl+Z) puts "
-            "it back. See the extension's README for the Python console API."
+            "it back. See the extension's README for the Python console API. Optionally (Model > Classifier) a prompt "
+            "classifier trained on the chosen model adds a class and probability (e.g. \"malignant 0.82\") to the "
+            "segment's name and the status line: that is a research benchmark on a public dataset, NOT a diagnosis."
         )
         self.parent.acknowledgementText = (
             "UltraSam: Meyer et al., IJCARS 2025. Segment Anything: Kirillov et al., ICCV 2023. "
@@ -130,6 +132,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._libraryError = f"{exc.__class__.__name__}: {exc}"
             log.exception("SlicerUltraSam logic could not be loaded")
         self._applyModelChoice()
+        self._applyClassifierChoice(interactive=False)
         self._updateDependencyState()
         self.initializeParameterNode()
 
@@ -144,6 +147,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", lambda _: self.onModelChanged())
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda _: self.onModelChanged())
         self.ui.checkpointPathLineEdit.connect("currentPathChanged(QString)", lambda _: self.onModelChanged())
+        self.ui.classifierPathLineEdit.connect("currentPathChanged(QString)", lambda _: self.onClassifierChanged())
         self.ui.sliceViewComboBox.connect("currentIndexChanged(int)", lambda _: self._savePreferences())
         # Each place widget places into the list its selector shows; picking a point list (or creating
         # one) also makes it the list that clicks in the views go to, so switching between positive and
@@ -535,6 +539,9 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillComboBox(self.ui.modelComboBox, names, settings.value(f"{SETTINGS_GROUP}/model", preferred))
         self._fillComboBox(self.ui.deviceComboBox, devices, settings.value(f"{SETTINGS_GROUP}/device", "auto"))
         self.ui.checkpointPathLineEdit.currentPath = settings.value(f"{SETTINGS_GROUP}/checkpoint", "")
+        wasBlocked = self.ui.classifierPathLineEdit.blockSignals(True)
+        self.ui.classifierPathLineEdit.currentPath = settings.value(f"{SETTINGS_GROUP}/classifier", "")
+        self.ui.classifierPathLineEdit.blockSignals(wasBlocked)
         index = self.ui.sliceViewComboBox.findText(settings.value(f"{SETTINGS_GROUP}/sliceView", "Yellow"))
         self.ui.sliceViewComboBox.setCurrentIndex(max(0, index))
 
@@ -552,6 +559,7 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(f"{SETTINGS_GROUP}/model", self.ui.modelComboBox.currentText)
         settings.setValue(f"{SETTINGS_GROUP}/device", self.ui.deviceComboBox.currentText)
         settings.setValue(f"{SETTINGS_GROUP}/checkpoint", self.ui.checkpointPathLineEdit.currentPath)
+        settings.setValue(f"{SETTINGS_GROUP}/classifier", self.ui.classifierPathLineEdit.currentPath)
         settings.setValue(f"{SETTINGS_GROUP}/sliceView", self.ui.sliceViewComboBox.currentText)
 
     def onModelChanged(self):
@@ -573,6 +581,29 @@ class SlicerUltraSamWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             device=self.ui.deviceComboBox.currentText or "auto",
         )
         self._report(f"Model: {self.logic.modelDescription}, device {self._deviceText()}.")
+
+    def onClassifierChanged(self):
+        """A new prompt classifier file (or none): used from the next run on."""
+        self._savePreferences()
+        if self.jobs is not None and self.jobs.busy():  # never swap it under a running job's predictor
+            self.jobs.then(lambda: self._applyClassifierChoice(interactive=True))
+            return
+        self._applyClassifierChoice(interactive=True)
+
+    def _applyClassifierChoice(self, interactive):
+        if self.logic is None:
+            return
+        path = self.ui.classifierPathLineEdit.currentPath.strip() or None
+        try:
+            classifier = self.logic.setClassifier(path)
+        except Exception as exc:
+            self.logic.setClassifier(None)
+            self._fail(exc, interactive=interactive)
+            return
+        if classifier is not None:
+            self._report(
+                f"Classifier: {', '.join(classifier.classes)} from {path}. Research benchmark, not a diagnosis."
+            )
 
     def _deviceText(self):
         if self.logic is None:

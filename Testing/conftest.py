@@ -67,3 +67,38 @@ def litemedsam_checkpoint() -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"LiteMedSAM weights unavailable under CI: {exc}")
         pytest.skip(f"LiteMedSAM weights unavailable: {exc}")
+
+
+def write_test_classifier(path: Path, model, identity="model", meta: dict | None = None, seed: int = 0) -> Path:
+    """A prompt classifier with seeded weights for ``model``'s descriptor layout, written by the library.
+
+    ``identity``: ``"model"`` records ``model``'s identity; a dict records that one instead; None
+    records nothing (as a hand-made file would). The weights are arbitrary: the tests compare the
+    predictor, CLI and Slicer against ``PromptClassifier.classify_prompt`` on the same prompt.
+    """
+    import torch
+
+    from ultrasam.classifier import mlp_head, model_identity, save_prompt_classifier
+
+    embed = int(model.sam.prompt_encoder.embed_dim)
+    layout = {"mask_token": embed, "conditioned": embed, "global": int(model.sam.image_encoder.neck[0].in_channels)}
+    torch.manual_seed(seed)
+    head = mlp_head(sum(layout.values()), 2, (16,), standardize=True)
+    with torch.no_grad():
+        head[0].std.fill_(0.5)
+    record = model_identity(model) if identity == "model" else identity
+    return save_prompt_classifier(path, head, ["benign", "malignant"], layout, (16,), meta, model=record)
+
+
+@pytest.fixture(scope="session")
+def litemedsam_model(litemedsam_checkpoint):
+    """LiteMedSAM on the CPU, opened once for the classifier tests."""
+    from ultrasam.models import open_model
+
+    return open_model(litemedsam_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def litemedsam_classifier(tmp_path_factory, litemedsam_model) -> Path:
+    """A prompt classifier file recording LiteMedSAM as its model (seeded weights)."""
+    return write_test_classifier(tmp_path_factory.mktemp("classifier") / "classifier.safetensors", litemedsam_model)

@@ -143,3 +143,36 @@ def test_a_live_image_classifies_like_its_cached_descriptor_and_decodes_like_the
     _, _, logits, iou = decode_prompt(model, encode_image(model, rgb), box=box)
     assert np.allclose(logits.numpy(), prediction.low_res_logits[0, 0], atol=1e-3)
     assert float(iou) == pytest.approx(prediction.score, abs=1e-4)
+
+
+def test_the_trained_file_records_its_model_and_classifies_through_the_predictor(
+    smoke_run, data_dir, litemedsam_checkpoint, tmp_path
+):
+    """The smoke run's export names LiteMedSAM by the digest its descriptor cache used; a predictor with
+    it gives what ``classify_image`` gives; the same head on another model's weights is refused."""
+    from ultrasam.classifier import ClassifierError, load_prompt_classifier, sam_digest, save_prompt_classifier
+    from ultrasam.models import open_model
+    from ultrasam.predictor import Predictor
+    from ultrasam_training.downstream import busi
+    from ultrasam_training.evaluation.prompts import coco_box
+    from ultrasam_training.train.dataset import read_rgb
+    from ultrasam_training.train.model import encoder_digest
+
+    model = open_model(str(litemedsam_checkpoint), device="cpu")
+    classifier = load_prompt_classifier(smoke_run / "prompt_classifier.safetensors")
+    assert classifier.model["family"] == "litemedsam"
+    assert classifier.model["digest"] == sam_digest(model.sam) == encoder_digest(model.sam)
+    image = busi.lesion_images(data_dir, "val", REPO_ROOT / "work_dirs/data", per_class=1)[0]
+    rgb, box = read_rgb(image.path), np.asarray(coco_box(image.lesions[0].annotation), float)
+    predictor = Predictor(model, classifier=classifier)
+    predictor.set_image(rgb)
+    prediction = predictor.predict(box=box)
+    label, probabilities = classifier.classify_image(model, rgb, box=box)
+    assert prediction.label == label and prediction.probabilities == pytest.approx(probabilities, abs=1e-5)
+    hidden = [layer.out_features for layer in classifier.head if isinstance(layer, torch.nn.Linear)][:-1]
+    foreign = save_prompt_classifier(
+        tmp_path / "foreign.safetensors", classifier.head, classifier.classes, classifier.layout, hidden,
+        model={"family": "ultrasam_lite", "digest": classifier.model["digest"]},
+    )
+    with pytest.raises(ClassifierError, match="ultrasam_lite"):
+        predictor.attach_classifier(foreign)

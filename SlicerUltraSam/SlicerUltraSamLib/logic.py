@@ -22,6 +22,11 @@ and has three steps, which the widget spreads over threads and the console API r
    that writes each mask handed over (``add``), then makes the whole run one undoable operation
    (``finish``) or puts everything back (``cancel``).
 
+A prompt classifier (:meth:`SlicerUltraSamLogic.setClassifier`, a ``prompt_classifier.safetensors``
+trained on the model in use) adds the working slice's class to the run: the segment's name gets a
+suffix (``"UltraSam 1 (malignant 0.82)"``), its tags hold the label and the notice, and the status
+line says it. **A research benchmark, not a diagnosis**, and every place that shows it says so.
+
 Public method and argument names follow Slicer's camelCase; helpers are PEP 8.
 """
 
@@ -51,7 +56,7 @@ from .nodes import (
     markups_from_nodes,
     new_point_list,
 )
-from .segment_writer import SegmentWriter, add_segment, create_segmentation_node
+from .segment_writer import SegmentWriter, add_segment, create_segmentation_node, label_segment
 from .sequences import CineOutput, find_browser
 
 log = logging.getLogger("SlicerUltraSam")
@@ -112,6 +117,17 @@ class SegmentOutcome:
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
     encoded: int = 0
+    label: str | None = None  # the working slice's class (a classifier set): research benchmark, not a diagnosis
+    probabilities: dict[str, float] | None = None
+
+    @property
+    def labelText(self) -> str | None:
+        """``"malignant 0.82"`` (the class and its probability), or None without a classifier."""
+        if self.label is None:
+            return None
+        from ultrasam.classifier import format_label
+
+        return format_label(self.label, self.probabilities)
 
     @property
     def scores(self) -> dict[int, float]:
@@ -125,7 +141,8 @@ class SlicerUltraSamLogic:
     embedding store are used); otherwise ``checkpoint`` (a file) or ``weightsName`` (a registered
     name, default LiteMedSAM) is opened on first use onto ``device`` (``auto``, ``cpu``,
     ``cuda[:N]``, ``mps``) by ``ultrasam.models.open_model``. With ``allowDownload=False`` missing
-    weights are an error instead of a download (the widget asks the user first).
+    weights are an error instead of a download (the widget asks the user first). ``classifierFile``:
+    see :meth:`setClassifier`.
     """
 
     def __init__(
@@ -138,6 +155,7 @@ class SlicerUltraSamLogic:
         allowDownload: bool = True,
         cacheSize: int = 48,
         historyLimit: int = 30,
+        classifierFile=None,
     ) -> None:
         self._model = predictor.model if model is None and predictor is not None else model
         self._checkpoint = checkpoint
@@ -151,6 +169,9 @@ class SlicerUltraSamLogic:
         self.lastOutcome: SegmentOutcome | None = None
         self.lastSegmentationNode = None
         self.lastSegmentId: str | None = None
+        self._classifier = None
+        if classifierFile is not None:
+            self.setClassifier(classifierFile)
 
     # ================================================================== model
     @staticmethod
@@ -179,6 +200,35 @@ class SlicerUltraSamLogic:
         self._model = model
         self._predictor = None
         self._store = EmbeddingStore(self._cache_size)
+
+    def setClassifier(self, classifierFile=None):
+        """Classify each run's working-slice prompt with this prompt classifier (None: stop).
+
+        The file (``prompt_classifier.safetensors`` from ``ultrasam downstream prompted``) is read now,
+        so a file that is not a classifier fails here; it must have been trained on the model in use,
+        which is checked now when the model is loaded, else at the next run (a clear
+        ``ultrasam.classifier.ClassifierError`` naming both models). Returns the classifier.
+        **Research benchmark, not a diagnosis.**
+        """
+        if classifierFile is None or not str(classifierFile).strip():
+            self._classifier = None
+            if self._predictor is not None:
+                self._predictor.attach_classifier(None)
+            return None
+        from ultrasam.classifier import load_prompt_classifier
+
+        classifier = load_prompt_classifier(classifierFile)
+        if self._model is not None:
+            classifier.check_model(self._model)
+        self._classifier = classifier
+        if self._predictor is not None:
+            self._predictor.attach_classifier(classifier)
+        return classifier
+
+    @property
+    def classifier(self):
+        """The prompt classifier set with :meth:`setClassifier`, or None."""
+        return self._classifier
 
     def weightsToDownload(self):
         """The registry entry that loading the model would download, or None (cached, file or loaded)."""
@@ -234,7 +284,9 @@ class SlicerUltraSamLogic:
         if self._predictor is None:
             from ultrasam.predictor import Predictor
 
-            self._predictor = Predictor(self.model, store=self._store)
+            self._predictor = Predictor(self.model, store=self._store, classifier=self._classifier)
+        elif self._classifier is not None and self._predictor.classifier is not self._classifier:
+            self._predictor.attach_classifier(self._classifier)  # a predictor given to the constructor
         return self._predictor
 
     # ================================================================== scene: input, frames, working slice
@@ -401,7 +453,11 @@ class SlicerUltraSamLogic:
         for warning in warnings:
             log.warning(warning)
         cancelled = bool(shouldStop is not None and shouldStop())
-        return SegmentOutcome(dict(results), cancelled=cancelled, warnings=warnings, encoded=results.encoded)
+        outcome = SegmentOutcome(dict(results), cancelled=cancelled, warnings=warnings, encoded=results.encoded)
+        working = outcome.results.get(request.index)
+        if working is not None and working.label is not None:
+            outcome.label, outcome.probabilities = working.label, working.probabilities
+        return outcome
 
     def apply(self, request: SegmentRequest, outcome: SegmentOutcome, description: str | None = None) -> np.ndarray:
         """Step 3: write every mask into its slice of the segment; one undoable operation.
@@ -439,7 +495,12 @@ class SlicerUltraSamLogic:
             f"{len(outcome.results)} {request.where}(s) written{note} ({self.modelDescription} on "
             f"{self.deviceInUse}); predicted IoU {scores}."
         )
-        return " ".join([message, *outcome.warnings])
+        parts = [message]
+        if outcome.labelText is not None:
+            from ultrasam.classifier import SHORT_NOTICE
+
+            parts.append(f"Label ({request.where} {request.index}): {outcome.labelText} ({SHORT_NOTICE}).")
+        return " ".join([*parts, *outcome.warnings])
 
     # ================================================================== console API
     def segment(
@@ -536,7 +597,7 @@ class SlicerUltraSamLogic:
         """
         from ultrasam.predictor import Predictor
 
-        encoder = Predictor(self.model, store=self._store)
+        encoder = Predictor(self.model, store=self._store, classifier=self._classifier)  # + the image descriptor
         for key, image_fn in jobs:
             if shouldStop is not None and shouldStop():
                 break
@@ -669,6 +730,7 @@ class LiveApply:
         for index, result in sorted(outcome.results.items()):
             if index not in self.indices or not np.array_equal(self._mask_of(index), result.mask):
                 self.add(index, result)
+        self._label(outcome)
         self._operation.description = description or _describe(self.request, outcome)
         self._state = "finished"
         logic = self._logic
@@ -676,6 +738,20 @@ class LiveApply:
         logic.lastOutcome = outcome
         logic.lastSegmentationNode, logic.lastSegmentId = self.segmentationNode, self.segmentId
         return self.written
+
+    def _label(self, outcome: SegmentOutcome) -> None:
+        """The classifier's label on the segment (name suffix and tags), undone with the run; a label
+        of ours from an earlier run is removed when this run has none (it described other masks)."""
+        text, notice = outcome.labelText, ""
+        if text is not None:  # torch is imported only where a model ran
+            from ultrasam.classifier import SHORT_NOTICE as notice
+        try:
+            restore = label_segment(self.segmentationNode, self.segmentId, text, notice)
+        except Exception:
+            self.cancel()
+            raise
+        if restore is not None:
+            self._operation.on_undo(restore)
 
     def cancel(self) -> None:
         """Put the scene back as it was before :meth:`SlicerUltraSamLogic.beginApply`; the history is

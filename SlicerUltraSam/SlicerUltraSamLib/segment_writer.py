@@ -348,3 +348,56 @@ def _shape_kji(volume_node) -> tuple[int, int, int]:
         raise UltraSamError(f"volume {volume_node.GetName()!r} has no voxels")
     ni, nj, nk = image.GetDimensions()
     return nk, nj, ni
+
+
+# ------------------------------------------------------------------------------ classification label
+LABEL_TAG = "UltraSam.Label"  # e.g. "malignant 0.82": the prompt classifier's class and probability
+LABEL_NOTICE_TAG = "UltraSam.LabelNotice"  # "research benchmark, not a diagnosis", always beside the label
+UNLABELLED_NAME_TAG = "UltraSam.UnlabelledName"  # the name before the label suffix, so suffixes never pile up
+
+
+def _tag(segment, name: str) -> str | None:
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else None
+
+
+def label_segment(segmentation_node, segment_id: str, label: str | None, notice: str) -> Callable[[], None] | None:
+    """Show a classifier's ``label`` (``"malignant 0.82"``) on the segment: name suffix and tags.
+
+    The name becomes ``"<name> (malignant 0.82)"`` (a previous suffix of ours is replaced, not
+    stacked); the tags hold the label and ``notice``. ``label`` None removes a label of ours (the
+    segment was re-segmented without a classifier, so the old one no longer describes it). Returns
+    what puts the name and tags back (None when nothing changed).
+    """
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    if segment is None:
+        return None
+    tags = (LABEL_TAG, LABEL_NOTICE_TAG, UNLABELLED_NAME_TAG)
+    before_name, before = segment.GetName(), {t: _tag(segment, t) for t in tags}
+    base, old = before[UNLABELLED_NAME_TAG], before[LABEL_TAG]
+    if base is None or old is None or before_name != f"{base} ({old})":
+        base = before_name  # never labelled by us, or renamed by the user since: keep their name
+    if label is None:
+        if old is None:
+            return None
+        segment.SetName(base)
+        for tag in tags:
+            segment.RemoveTag(tag)
+    else:
+        segment.SetName(f"{base} ({label})")
+        segment.SetTag(LABEL_TAG, label)
+        segment.SetTag(LABEL_NOTICE_TAG, notice)
+        segment.SetTag(UNLABELLED_NAME_TAG, base)
+
+    def restore() -> None:
+        current = segmentation_node.GetSegmentation().GetSegment(segment_id)
+        if current is None:
+            return
+        current.SetName(before_name)
+        for tag, value in before.items():
+            if value is None:
+                current.RemoveTag(tag)
+            else:
+                current.SetTag(tag, value)
+
+    return restore

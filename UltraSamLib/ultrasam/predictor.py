@@ -7,23 +7,35 @@ With refinement (the UltraSam recipe, default for the ``ultrasam`` family) the d
 twice: pass 1 single-mask; pass 2 multimask with pass 1's logits as the mask prompt, a point
 prompt replaced by the box of pass 1's mask (negative points are kept: the original had none),
 and the mask with the highest predicted IoU selected.
+
+With a prompt classifier attached (:meth:`Predictor.attach_classifier`, see
+:mod:`ultrasam.classifier`; **a research benchmark, not a diagnosis**) each embedding keeps the
+pooled image descriptor read from the same encoder pass, and :meth:`Predictor.predict` also gives
+each prompt's class (``Prediction.label``, ``Prediction.probabilities``) from one more
+single-mask decoder pass, exactly ``PromptClassifier.classify_prompt``. Without one nothing extra
+is computed or kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 import torch
 
 from ultrasam import decoder_cache
 from ultrasam.embedding_store import EmbeddingStore
-from ultrasam.errors import ImageError, PromptError
+from ultrasam.errors import ImageError, PromptError, UltraSamError
 from ultrasam.models import SamModel
 from ultrasam.prompts import validate_boxes, validate_points
 from ultrasam.transforms import InputGeometry, mask_to_box, masks_to_original, prepare_input, to_rgb_uint8
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ultrasam.classifier import PromptClassifier
 
 
 @dataclass
@@ -41,12 +53,28 @@ class DecoderPass:
 
 @dataclass
 class Prediction:
-    """Masks at original resolution, predicted IoU and 256² logits, batch first: ``(B, K, ...)``."""
+    """Masks at original resolution, predicted IoU and 256² logits, batch first: ``(B, K, ...)``.
+
+    With a classifier attached, ``labels`` / ``class_probabilities`` hold each prompt's class and
+    ``{class: probability}`` (research benchmark, not a diagnosis); None otherwise.
+    """
 
     masks: np.ndarray
     scores: np.ndarray
     low_res_logits: np.ndarray
     passes: list[DecoderPass] = field(default_factory=list)
+    labels: list[str] | None = None
+    class_probabilities: list[dict[str, float]] | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The first prompt's class (a classifier attached), else None. Not a diagnosis."""
+        return None if self.labels is None else self.labels[0]
+
+    @property
+    def probabilities(self) -> dict[str, float] | None:
+        """The first prompt's ``{class: probability}`` (a classifier attached), else None."""
+        return None if self.class_probabilities is None else self.class_probabilities[0]
 
     @property
     def best_index(self) -> int:
@@ -72,6 +100,7 @@ class _Embedding:
     features: torch.Tensor
     geometry: InputGeometry
     side: decoder_cache.ImageSide | None = None  # prompt-independent decoder terms, made on first use
+    image_descriptor: torch.Tensor | None = None  # pooled pre-neck map, kept only for a classifier
 
     def image_side(self, sam: torch.nn.Module) -> decoder_cache.ImageSide:
         if self.side is None:
@@ -82,14 +111,45 @@ class _Embedding:
 class Predictor:
     """A ``SamPredictor``-like front end that works for every family in :mod:`ultrasam.models`."""
 
-    def __init__(self, model: SamModel, cache_size: int = 8, *, store: EmbeddingStore | None = None) -> None:
+    def __init__(
+        self,
+        model: SamModel,
+        cache_size: int = 8,
+        *,
+        store: EmbeddingStore | None = None,
+        classifier: "PromptClassifier | str | Path | None" = None,
+    ) -> None:
         """``store``: embeddings shared with other predictors of the same model (e.g. a background
-        encoder thread); without one the predictor keeps its own of ``cache_size`` entries."""
+        encoder thread); without one the predictor keeps its own of ``cache_size`` entries.
+        ``classifier``: see :meth:`attach_classifier`."""
         self.model = model
         self.store = store if store is not None else EmbeddingStore(cache_size)
         self.encoded = 0  # images this predictor had to encode itself (the rest came from the store)
         self._current: _Embedding | None = None
         self._cached_decoder = decoder_cache.supports(model.sam)  # prompt-independent terms once per image
+        self.classifier: "PromptClassifier | None" = None
+        if classifier is not None:
+            self.attach_classifier(classifier)
+
+    def attach_classifier(self, classifier: "PromptClassifier | str | Path | None") -> "PromptClassifier | None":
+        """Classify every prompt :meth:`predict` answers (None detaches); returns the classifier.
+
+        ``classifier``: a :class:`~ultrasam.classifier.PromptClassifier` or its ``.safetensors``
+        file. It must have been trained on this very model (family and weights digest), else
+        :class:`~ultrasam.classifier.ClassifierError` names both. **Research benchmark, not a
+        diagnosis.** Embeddings already stored without the image descriptor are encoded again
+        when next set.
+        """
+        if classifier is None:
+            self.classifier = None
+            return None
+        from ultrasam.classifier import PromptClassifier, load_prompt_classifier
+
+        if not isinstance(classifier, PromptClassifier):
+            classifier = load_prompt_classifier(classifier)
+        classifier.check_model(self.model)
+        self.classifier = classifier
+        return classifier
 
     # ------------------------------------------------------------------ image
     @property
@@ -110,19 +170,22 @@ class Predictor:
             rgb = to_rgb_uint8(image, window)
             key = self._content_key(rgb)
         embedding = self.store.get(key, window)
-        if embedding is None:
+        if embedding is None or (self.classifier is not None and embedding.image_descriptor is None):
             embedding = self._encode(rgb if rgb is not None else to_rgb_uint8(image, window))
             self.encoded += 1
             self.store.put(key, embedding, window)
         self._current = embedding
 
-    def set_embedding(self, features: torch.Tensor, original_hw: tuple[int, int]) -> None:
-        """Use a precomputed embedding (e.g. from a batched encoder run)."""
+    def set_embedding(
+        self, features: torch.Tensor, original_hw: tuple[int, int], image_descriptor: torch.Tensor | None = None
+    ) -> None:
+        """Use a precomputed embedding (e.g. from a batched encoder run); ``image_descriptor``: its
+        pooled pre-neck map (``ultrasam.classifier.encode_features``), needed to classify prompts."""
         from ultrasam.transforms import resized_shape
 
         spec = self.model.spec
         geometry = InputGeometry(tuple(original_hw), resized_shape(*original_hw, spec), spec.image_size)
-        self._current = _Embedding(features.to(self.device), geometry)
+        self._current = _Embedding(features.to(self.device), geometry, image_descriptor=image_descriptor)
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -144,8 +207,12 @@ class Predictor:
     @torch.inference_mode()
     def _encode(self, rgb: np.ndarray) -> _Embedding:
         tensor, geometry = prepare_input(rgb, self.model.spec, self.device)
-        features = self.model.sam.image_encoder(tensor)
-        return _Embedding(features, geometry)
+        if self.classifier is None:
+            return _Embedding(self.model.sam.image_encoder(tensor), geometry)
+        from ultrasam.classifier import encode_features
+
+        features, descriptor = encode_features(self.model.sam, tensor, geometry)  # the same single pass
+        return _Embedding(features, geometry, image_descriptor=descriptor)
 
     def _require_image(self) -> _Embedding:
         if self._current is None:
@@ -161,8 +228,12 @@ class Predictor:
         mask_input: np.ndarray | None = None,
         multimask: bool = False,
         refine: bool | None = None,
+        classify: bool | None = None,
     ) -> Prediction:
-        """Masks for the prompts; ``box`` may be ``(B, 4)`` to segment B objects in one batch."""
+        """Masks for the prompts; ``box`` may be ``(B, 4)`` to segment B objects in one batch.
+
+        ``classify`` (default: whether a classifier is attached) also gives each prompt's class from
+        its points and box (``mask_input`` is not part of the classifier's descriptor)."""
         current = self._require_image()
         spec = self.model.spec
         refine = spec.refine if refine is None else refine
@@ -181,12 +252,41 @@ class Predictor:
                 masks = masks_to_original(logits, current.geometry, spec)
             else:
                 logits, iou, masks = self._refined(current, coords, point_labels, boxes, mask_tensor, multimask, passes)
-        return Prediction(
+        prediction = Prediction(
             masks=masks.cpu().numpy(),
             scores=iou.float().cpu().numpy(),
             low_res_logits=logits.float().cpu().numpy(),
             passes=passes,
         )
+        if self.classifier is not None and classify is not False:
+            prediction.labels, prediction.class_probabilities = self._classify(current, coords, point_labels, boxes)
+        elif classify:
+            raise UltraSamError("no classifier attached: call attach_classifier() first")
+        return prediction
+
+    def _classify(self, current: _Embedding, coords, point_labels, boxes) -> tuple[list[str], list[dict]]:
+        """Each prompt's class: ``PromptClassifier.classify_prompt`` on the cached embedding."""
+        from ultrasam.classifier import EncodedImage
+
+        if current.image_descriptor is None:
+            raise UltraSamError(
+                "this embedding has no image descriptor for the classifier: set the image with set_image() "
+                "(or pass image_descriptor to set_embedding())"
+            )
+        encoded = EncodedImage(current.features, current.image_descriptor, current.geometry)
+        count = (boxes if boxes is not None else coords).shape[0]
+        labels, probabilities = [], []
+        for b in range(count):
+            label, values = self.classifier.classify_prompt(
+                self.model,
+                encoded,
+                box=None if boxes is None else boxes[b],
+                points=None if coords is None else coords[b],
+                labels=None if point_labels is None else point_labels[b],
+            )
+            labels.append(label)
+            probabilities.append(values)
+        return labels, probabilities
 
     def _refined(self, current, coords, point_labels, boxes, mask_tensor, multimask, passes):
         geometry = current.geometry

@@ -62,6 +62,8 @@ class SliceResult:
     logits: np.ndarray
     prompted: bool
     keyframe: int | None = None
+    label: str | None = None  # a prompted frame's class when the predictor has a classifier (not a diagnosis)
+    probabilities: dict[str, float] | None = None
 
 
 # ------------------------------------------------------------------------------------------- stop rule
@@ -333,7 +335,9 @@ class SliceEncoder:
         self._ahead: Predictor | None = None
         self._encoded_here = 0
         if lookahead > 0:
-            self._ahead = Predictor(predictor.model, store=predictor.store)
+            # with the classifier, so what it encodes keeps the image descriptor (checked once per model)
+            classifier = getattr(predictor, "classifier", None)
+            self._ahead = Predictor(predictor.model, store=predictor.store, classifier=classifier)
             self._worker = threading.Thread(
                 target=self._work, args=(self._ahead,), name="ultrasam-encoder", daemon=True
             )
@@ -544,7 +548,10 @@ class _Run:
             self.encoder.expect(self._open([*keyframes[position + 1 :], *first_swept]))
             self.encoder.activate(index)
             prediction = self.predictor.predict(**self.prompts[index].predict_kwargs())
-            self.results[index] = SliceResult(index, prediction.mask, prediction.score, prediction.logits, True, index)
+            self.results[index] = SliceResult(
+                index, prediction.mask, prediction.score, prediction.logits, True, index,
+                getattr(prediction, "label", None), getattr(prediction, "probabilities", None),
+            )
             self.looks[index] = self._look(prediction.logits)
             self.bar.update()
             self.on_result(index, self.results[index])  # final: no sweep enters a keyframe
@@ -608,7 +615,11 @@ class _Run:
         previous = current.previous
         box = grow_box(mask_to_box(previous.mask), self.margin[0], previous.mask.shape, self.margin[1])
         self.encoder.activate(index)
-        prediction = self.predictor.predict(box=box, mask_input=previous.logits[None] if self.use_logits else None)
+        # only the prompted frames are classified: the classifier learnt prompts, not carried boxes
+        unclassified = {"classify": False} if getattr(self.predictor, "classifier", None) is not None else {}
+        prediction = self.predictor.predict(
+            box=box, mask_input=previous.logits[None] if self.use_logits else None, **unclassified
+        )
         evidence = Evidence.measure(
             prediction.mask,
             prediction.logits,

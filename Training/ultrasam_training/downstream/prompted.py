@@ -97,4 +97,9 @@ def export_classifier(model, dataset: LesionDescriptorDataset, path: str | Path,
     from ultrasam_training.downstream.prompt_classifier import save_prompt_classifier
 
     info = {"model_digest": dataset.descriptors.model_digest, "family": dataset.descriptors.family, **meta}
-    return save_prompt_classifier(path, model.head, busi.LESION_CLASSES, dataset.layout, model.hidden, info)
+    identity = {"family": dataset.descriptors.family, "digest": dataset.descriptors.model_digest}
+    if meta.get("model"):
+        identity["source"] = str(meta["model"])
+    return save_prompt_classifier(
+        path, model.head, busi.LESION_CLASSES, dataset.layout, model.hidden, info, model=identity
+    )

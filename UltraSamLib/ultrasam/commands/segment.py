@@ -4,6 +4,10 @@ A multi-frame input (cine DICOM, 2D+t volume) is segmented on ``--frame`` (defau
 prompt several keyframes); with ``--propagate`` the masks are carried to the other frames until the
 object ends (see ``--stop-rule``), each frame taking the mask of its nearest keyframe. Outputs never overwrite an existing
 file unless ``--overwrite`` is given, and are written atomically.
+
+``--classifier FILE`` (a ``prompt_classifier.safetensors`` from ``ultrasam downstream prompted``,
+trained on the model in use) also prints each prompted frame's class, e.g. ``label: malignant 0.82
+(research benchmark, not a diagnosis)``. It is a research benchmark, never a diagnosis.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_propagation_options(parser)
     add_output_options(parser, "mask: .png (one frame, 0/255), or .seg.nrrd / .nrrd / .nii.gz for a cine loop")
     add_model_options(parser)
+    parser.add_argument(
+        "--classifier", type=Path, default=None, metavar="FILE",
+        help="prompt classifier (.safetensors) trained on this model: also print each prompted frame's class "
+             "(research benchmark, not a diagnosis)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -69,7 +78,12 @@ def pixel_prompt_from_args(args: argparse.Namespace, frame_shape: tuple[int, int
 def run(args: argparse.Namespace) -> int:
     from ultrasam import outputs, pipeline
 
-    check_outputs(args, [args.image], one_frame=True)
+    check_outputs(args, [args.image, args.classifier], one_frame=True)
+    classifier = None
+    if args.classifier is not None:  # a bad file fails before the model loads
+        from ultrasam.classifier import load_prompt_classifier
+
+        classifier = load_prompt_classifier(args.classifier)
     stack = pipeline.load(args.image, axis="axial")
     frames = sorted(set(args.frame or [0]))
     for index in frames:
@@ -83,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1, --point X Y or --negative X Y")
     predictor = make_predictor(args)
     refuse_unsupported_prompts(predictor.model.spec, prompts)
+    if classifier is not None:
+        predictor.attach_classifier(classifier)  # refuses a classifier trained on another model
     results = pipeline.segment(
         stack, prompts, predictor, propagate=args.propagate, frame_range=args.range,
         stop_rule=stop_rule_from_args(args), use_logits=args.use_logits, progress=args.propagate,
@@ -92,5 +108,17 @@ def run(args: argparse.Namespace) -> int:
     for index, result in results.items():
         log.info("frame %d: %d pixels, predicted IoU %.3f", index, result.mask.sum(), result.score)
     report_sweeps(results)
+    if classifier is not None:
+        report_labels(results, several=len(frames) > 1)
     print(f"wrote {out} ({len(results)} frame{'s' if len(results) > 1 else ''})")
     return 0
+
+
+def report_labels(results, several: bool) -> None:
+    """One line per prompted frame: ``label: malignant 0.82 (research benchmark, not a diagnosis)``."""
+    from ultrasam.classifier import SHORT_NOTICE, format_label
+
+    for index, result in sorted(results.items()):
+        if result.label is not None:
+            where = f"frame {index} " if several else ""
+            print(f"{where}label: {format_label(result.label, result.probabilities)} ({SHORT_NOTICE})")
