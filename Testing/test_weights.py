@@ -275,7 +275,9 @@ def test_bundled_registry_is_complete_and_consistent():
     from ultrasam.models import FAMILIES
 
     entries = {e.name: e for e in weights.list_weights()}
-    assert set(entries) == {"ultrasam", "litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam"}
+    assert set(entries) == {"ultrasam_lite", "ultrasam", "litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam"}
+    shipped = entries["ultrasam_lite"]
+    assert shipped.from_package and shipped.base == "litemedsam" and shipped.family == "ultrasam_lite"
     assert {e.family for e in entries.values()} <= set(FAMILIES)
     assert len({e.file_name for e in entries.values()}) == len(entries)
     lite = entries["litemedsam"]

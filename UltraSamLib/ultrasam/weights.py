@@ -82,7 +82,7 @@ PYPI_PREFIX = "pypi:"
 PACKAGE_PREFIX = "package:"
 PART_SUFFIX = ".part"
 #: The weights every front end (CLI, Python, Slicer, demo) uses when none are named.
-DEFAULT_WEIGHTS = "litemedsam"
+DEFAULT_WEIGHTS = "ultrasam_lite"
 MARKER_SUFFIX = ".verified"
 LOCK_SUFFIX = ".lock"
 TEMPORARY_INFIX = ".tmp-"
