@@ -92,7 +92,8 @@ def test_every_library_file_is_bundled_and_every_listed_file_exists():
     listed = library_scripts()
     assert len(listed) == len(set(listed))
     assert set(listed) == python_files(LIBRARY_DIR), "UltraSamLib/ultrasam and ULTRASAM_LIBRARY_SCRIPTS differ"
-    data_files = {p.name for p in LIBRARY_DIR.glob("*.json")}  # what pyproject's package-data ships
+    # what pyproject's package-data ships: "*.json", "assets/*.safetensors"
+    data_files = {p.relative_to(LIBRARY_DIR).as_posix() for p in (*LIBRARY_DIR.glob("*.json"), *LIBRARY_DIR.glob("assets/*.safetensors"))}
     assert set(library_resources()) == data_files and "weights.json" in data_files
     for name in listed + library_resources():
         assert (LIBRARY_DIR / name).is_file(), name
