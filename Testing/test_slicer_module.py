@@ -808,3 +808,38 @@ def test_missing_weights_and_gpu_are_clear_errors(app, tmp_path, monkeypatch):
         assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(UltraSamError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_a_further_click_refines_the_last_mask_and_a_new_start_does_not(app, data_dir):
+    """With the same frame and the earlier clicks kept, the previous low-res logits are the mask
+    prompt (as the default model was trained); a changed first click starts afresh."""
+    from ultrasam.models import open_model
+    from ultrasam.predictor import Predictor
+
+    model = open_model(device="cpu")  # the default, UltraSam-Lite: trained for click sequences
+    volume, truth = busi_case(data_dir)
+    node = add_volume(app, volume.array, volume.ijk_to_ras(), name="busi")
+    rows, cols = np.nonzero(truth)
+    first = (int(cols[len(cols) // 2]), int(rows[len(rows) // 2]))
+    second = (int(cols.min()) + 2, int(rows[np.argmin(cols)]))
+    positive = add_points(app, [world_of(node, None, (*first, 0))], name="P")
+    logic = SlicerUltraSamLogic(model=model)
+    one = logic.segment(node, positive)
+    positive.AddControlPoint(vtk.vtkVector3d(*world_of(node, None, (*second, 0))))
+    two = logic.segment(node, positive, segmentationNode=logic.lastSegmentationNode)
+
+    library = Predictor(model)
+    library.set_image(volume.array[0])
+    clicked = library.predict(points=np.array([first], float), labels=np.array([1]))
+    refined = library.predict(
+        points=np.array([first, second], float), labels=np.array([1, 1]), mask_input=clicked.logits[None]
+    )
+    plain = library.predict(points=np.array([first, second], float), labels=np.array([1, 1]))
+    assert not np.array_equal(refined.mask, plain.mask)  # the logits do change the answer here
+    np.testing.assert_array_equal(one[0], clicked.mask)
+    np.testing.assert_array_equal(two[0], refined.mask)
+
+    positive.SetNthControlPointPosition(0, *world_of(node, None, (first[0] + 3, first[1], 0)))
+    fresh = logic.segment(node, positive, segmentationNode=logic.lastSegmentationNode)
+    anew = library.predict(points=np.array([(first[0] + 3, first[1]), second], float), labels=np.array([1, 1]))
+    np.testing.assert_array_equal(fresh[0], anew.mask)

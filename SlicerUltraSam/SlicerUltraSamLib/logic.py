@@ -139,7 +139,7 @@ class SlicerUltraSamLogic:
 
     ``model``: a loaded ``ultrasam.models.SamModel`` (or give ``predictor``, whose model and
     embedding store are used); otherwise ``checkpoint`` (a file) or ``weightsName`` (a registered
-    name, default LiteMedSAM) is opened on first use onto ``device`` (``auto``, ``cpu``,
+    name, default UltraSam-Lite) is opened on first use onto ``device`` (``auto``, ``cpu``,
     ``cuda[:N]``, ``mps``) by ``ultrasam.models.open_model``. With ``allowDownload=False`` missing
     weights are an error instead of a download (the widget asks the user first). ``classifierFile``:
     see :meth:`setClassifier`.
@@ -172,6 +172,9 @@ class SlicerUltraSamLogic:
         self._classifier = None
         if classifierFile is not None:
             self.setClassifier(classifierFile)
+        # Per frame: the last prompts and low-res logits, so that a further click refines the last
+        # mask (the model was trained that way: IoU after 10 clicks 0.863 with it, 0.820 without).
+        self._clicks: dict = {}
 
     # ================================================================== model
     @staticmethod
@@ -195,6 +198,7 @@ class SlicerUltraSamLogic:
         with the old model writes into the old store, where nothing reads any more).
         """
         self._weights_name = weightsName or self._weights_name
+        self._clicks = {}  # logits belong to a model
         self._checkpoint = checkpoint
         self._device = device or self._device
         self._model = model
@@ -429,11 +433,13 @@ class SlicerUltraSamLogic:
             if onResult is not None:
                 onResult(index, result)
 
+        mask_inputs = {} if request.propagate else self._continued_clicks(request)
         try:
             results = pipeline.segment(
                 request.frames,
                 request.prompts,
                 self.predictor,
+                mask_inputs=mask_inputs,
                 propagate=request.propagate,
                 frame_range=request.frame_range,
                 min_score=request.inputs.minScore,
@@ -453,6 +459,7 @@ class SlicerUltraSamLogic:
         for warning in warnings:
             log.warning(warning)
         cancelled = bool(shouldStop is not None and shouldStop())
+        self._remember_clicks(request, results, cancelled)
         outcome = SegmentOutcome(dict(results), cancelled=cancelled, warnings=warnings, encoded=results.encoded)
         working = outcome.results.get(request.index)
         if working is not None and working.label is not None:
@@ -617,8 +624,44 @@ class SlicerUltraSamLogic:
     def canUndo(self) -> bool:
         return self.history.can_undo
 
+    def _click_key(self, request: SegmentRequest, index: int) -> tuple:
+        return (request.frames.key, index)
+
+    def _continued_clicks(self, request: SegmentRequest) -> dict:
+        """The previous logits of each prompted frame whose prompts extend the last run's there
+        (same box, the earlier clicks first, in order): those clicks are refinements."""
+        continued = {}
+        for index, prompt in request.prompts.items():
+            last = self._clicks.get(self._click_key(request, index))
+            if last is None:
+                continue
+            points, labels, box, logits = last
+            count = len(points)
+            same_box = (box is None and prompt.box is None) or (
+                box is not None and prompt.box is not None and np.allclose(box, prompt.box)
+            )
+            if (
+                same_box
+                and len(prompt.points) > count
+                and np.allclose(prompt.points[:count], points)
+                and np.array_equal(prompt.labels[:count], labels)
+            ):
+                continued[index] = logits
+        return continued
+
+    def _remember_clicks(self, request: SegmentRequest, results, cancelled: bool) -> None:
+        for index, prompt in request.prompts.items():
+            key = self._click_key(request, index)
+            result = results.get(index)
+            if cancelled or request.propagate or result is None or result.logits is None:
+                self._clicks.pop(key, None)
+                continue
+            box = None if prompt.box is None else np.array(prompt.box, float)
+            self._clicks[key] = (np.array(prompt.points, float), np.array(prompt.labels), box, np.array(result.logits))
+
     def undo(self) -> str | None:
         """Put back what the last operation changed (exactly); returns its description."""
+        self._clicks = {}  # the undone mask must not seed the next click
         description = self.history.undo()
         if description is not None:
             log.info("undid: %s", description)

@@ -81,6 +81,7 @@ def segment(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     on_result: ResultCallback | None = None,
+    mask_inputs: Mapping[int, np.ndarray] | None = None,
 ) -> Propagation:
     """Masks on the prompted frames (and, with ``propagate``, wherever the object goes on around them),
     on the frames' own grids.
@@ -96,6 +97,9 @@ def segment(
     ``on_result(index, result)`` shows each frame as it is done: it is called in this thread as a
     frame's mask is decided, with the mask already on the frame's own grid, and again when keyframe
     fusion replaces it, so the last call for a frame carries the mask returned for it.
+
+    ``mask_inputs``: a prompted frame's previous low-res logits (``result.logits`` of an earlier run
+    on the same frame) fed back as the mask prompt, so a further click refines the last mask.
     """
     from ultrasam.prompts import check_on_frame
 
@@ -142,6 +146,7 @@ def segment(
         progress=progress,
         should_stop=should_stop,
         on_result=report if on_result is not None else None,
+        mask_inputs=mask_inputs,
     )
     for index, result in results.items():
         result.mask = to_grid(index, result)

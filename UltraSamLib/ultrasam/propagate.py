@@ -466,8 +466,12 @@ def propagate(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     on_result: ResultCallback | None = None,
+    mask_inputs: Mapping[int, np.ndarray] | None = None,
 ) -> Propagation:
     """Masks for every keyframe and, with ``sweep``, for the frames around them where the object goes on.
+
+    ``mask_inputs``: a keyframe's previous low-res logits (``SliceResult.logits``, 256²) fed back as
+    the mask prompt, as in interactive clicking (the model was trained to refine its last mask).
 
     ``frame_range`` is inclusive ``(first, last)``; propagation never leaves it. ``stop_rule``
     defaults to :class:`StopRule`'s defaults. Each frame is prompted with the previous mask's box
@@ -493,6 +497,7 @@ def propagate(
         tqdm(total=len(keyframes), desc="frames", unit="frame", disable=not progress),
         should_stop or (lambda: False),
         on_result or (lambda index, result: None),
+        mask_inputs=dict(mask_inputs or {}),
     )
     try:
         run.segment_keyframes(keyframes, sweep)
@@ -537,6 +542,7 @@ class _Run:
     results: dict[int, SliceResult] = field(default_factory=dict)
     ends: list[SweepEnd] = field(default_factory=list)
     looks: dict[int, Appearance] = field(default_factory=dict)  # each keyframe's object, as the encoder sees it
+    mask_inputs: dict[int, np.ndarray] = field(default_factory=dict)  # keyframes' previous logits
 
     def segment_keyframes(self, keyframes: list[int], sweep: bool) -> None:
         """Each keyframe from its own prompts (the next keyframes, then the first swept frames if any, encode
@@ -547,7 +553,10 @@ class _Run:
                 return
             self.encoder.expect(self._open([*keyframes[position + 1 :], *first_swept]))
             self.encoder.activate(index)
-            prediction = self.predictor.predict(**self.prompts[index].predict_kwargs())
+            arguments = self.prompts[index].predict_kwargs()
+            if index in self.mask_inputs:
+                arguments["mask_input"] = np.asarray(self.mask_inputs[index], np.float32)[None]
+            prediction = self.predictor.predict(**arguments)
             self.results[index] = SliceResult(
                 index, prediction.mask, prediction.score, prediction.logits, True, index,
                 getattr(prediction, "label", None), getattr(prediction, "probabilities", None),
