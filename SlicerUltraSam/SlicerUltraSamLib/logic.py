@@ -653,7 +653,7 @@ class SlicerUltraSamLogic:
         for index, prompt in request.prompts.items():
             key = self._click_key(request, index)
             result = results.get(index)
-            if cancelled or request.propagate or result is None or result.logits is None:
+            if cancelled or request.propagate or result is None:
                 self._clicks.pop(key, None)
                 continue
             box = None if prompt.box is None else np.array(prompt.box, float)

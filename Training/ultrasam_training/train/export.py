@@ -191,6 +191,10 @@ def pin_packaged_weights(
     else:
         listed.insert(0, entry)
     text = json.dumps(registry, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(registry_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
-    weights.load_registry(registry_path)  # the file still reads as a registry
+
+    def write_checked(tmp: Path) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+        weights.load_registry(tmp)  # still a registry (no duplicate names) before it replaces the old one
+
+    atomic_write(registry_path, write_checked, overwrite=True)
     return entry
