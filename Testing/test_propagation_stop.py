@@ -30,7 +30,7 @@ from ultrasam.frames import frames_along
 from ultrasam.phantom import Lesion, dice, synthetic_volume
 from ultrasam.predictor import Prediction, Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.propagate import Appearance, Evidence, StopRule, propagate
+from ultrasam.propagate import Appearance, Carry, Evidence, SliceResult, StopRule, grow_box, propagate
 from ultrasam.transforms import mask_to_box
 from ultrasam.volume import Volume
 
@@ -352,17 +352,60 @@ def test_stability_is_the_iou_of_the_mask_at_logit_thresholds_plus_and_minus_one
     assert measured.stability == pytest.approx(1 / 3)  # > +1: one pixel; > -1: three
 
 
+# ------------------------------------------------------------------------------ carried prompts
+def test_the_carry_prompts_the_next_frame_from_the_previous_mask():
+    mask = rectangle(10, 5, 30, 15)  # rows 5..14, columns 10..29
+    previous = SliceResult(0, mask, 0.9, np.where(mask, 8.0, -8.0), True, 0)
+    boxed = Carry().prompts(previous)  # LiteMedSAM's: the mask's box grown, nothing else
+    assert set(boxed) == {"box"}
+    np.testing.assert_array_equal(boxed["box"], grow_box(np.array([10, 5, 30, 15]), 0.05, SHAPE, 0.02))
+    assert boxed["box"][0] < 10 and boxed["box"][3] > 15
+    tight = Carry.for_family("ultrasam_lite").prompts(previous)
+    np.testing.assert_array_equal(tight["box"], [10, 5, 30, 15])  # the mask's own box, edge coordinates
+    np.testing.assert_array_equal(tight["mask_input"], previous.logits[None])
+    (x, y), = tight["points"]
+    assert tight["labels"].tolist() == [1]
+    assert y in (9, 10) and 14 <= x <= 25  # 5 px from every edge: as deep as this rectangle goes
+    assert Carry.for_family("litemedsam") == Carry() == Carry.for_family(None)
+
+
+def test_the_model_family_picks_the_carry_and_the_stop_rule():
+    class Spec:
+        family = "ultrasam_lite"
+
+    class Model:
+        spec = Spec()
+
+    calls = []
+
+    class Recording(BoxFollowingPredictor):
+        model = Model()
+
+        def predict(self, **kwargs):
+            calls.append(kwargs)
+            return super().predict(**kwargs)
+
+    results = propagate(Recording(), lambda n: np.zeros(SHAPE), 5, {2: FramePrompts(2, box=np.array(LEFT, float))},
+                        lookahead=0, progress=False, stop_rule=StopRule.legacy())  # a stand-in has no embedding
+    carried = [c for c in calls if c.get("points") is not None]
+    assert len(carried) == len(calls) - 1 == 4 and all(c["mask_input"] is not None for c in carried)
+    assert sorted(results) == list(range(5))
+    assert StopRule.for_family("ultrasam_lite").patience == 1 and StopRule.for_family("litemedsam") == StopRule()
+
+
 # ------------------------------------------------------------------------------ the real model
-@pytest.fixture(scope="module")
-def clear_sweep(litemedsam_checkpoint):
-    """A dark lesion on sagittal slices 5..15 of 20, propagated with LiteMedSAM from slice 10's box."""
+@pytest.fixture(scope="module", params=["litemedsam", "ultrasam_lite"])
+def clear_sweep(request, litemedsam_checkpoint):
+    """A dark lesion on sagittal slices 5..15 of 20, propagated from slice 10's box with LiteMedSAM and
+    with the default UltraSam-Lite, each with its family's carry and stop rule."""
     from ultrasam.models import open_model
 
     image, truth = synthetic_volume(
         (48, 128, 20), Lesion(center=(24, 64, 10), radii=(10, 26, 6), echogenicity=0.08), seed=5
     )
     box = mask_to_box(truth[:, :, 10]) + np.array([-3.0, -3.0, 3.0, 3.0])
-    predictor = Predictor(open_model(litemedsam_checkpoint), cache_size=64)
+    model = open_model(litemedsam_checkpoint) if request.param == "litemedsam" else open_model(request.param, device="cpu")
+    predictor = Predictor(model, cache_size=64)
     results = pipeline.segment(
         frames_along(Volume(image), "sagittal"),
         {10: FramePrompts(10, box=box)},

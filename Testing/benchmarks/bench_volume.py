@@ -9,10 +9,10 @@ through ``pipeline.segment`` (square-pixel resampling and mapping back included)
 model and a fresh predictor:
 
 * **old**: propagation as it was — ``StopRule.legacy()`` (an empty mask or a predicted IoU under
-  0.5), boxes grown by 5 % only (``margin_floor=0``), frames encoded on demand in the calling thread
-  (``lookahead=0``);
-* **new**: the defaults — :class:`~ultrasam.propagate.StopRule`, ``MARGIN_FLOOR``, and the encoder
-  worker (``lookahead=2``).
+  0.5), boxes grown by 5 % only (``Carry(margin_floor=0)``), frames encoded on demand in the
+  calling thread (``lookahead=0``);
+* **new**: the defaults — the model family's :class:`~ultrasam.propagate.StopRule` and
+  :class:`~ultrasam.propagate.Carry`, and the encoder worker (``lookahead=2``).
 
 Per run: 3D Dice; HD95 in mm (95th percentile of the symmetric surface distances, SimpleITK's
 Maurer distance map on the voxel spacing; per frame in 2D for the cine, whose third axis is time);
@@ -20,7 +20,7 @@ voxels written on frames without the object; object frames left without a mask; 
 seconds per encoded frame and per volume, wall clock.
 
 Usage: ``python Testing/benchmarks/bench_volume.py [--kinds small cine] [--seeds 0] [--keyframes 1 3]
-[--threads 2] [--csv bench_volume.csv]``. Prints a Markdown table; run it on an otherwise idle machine.
+[--model litemedsam] [--threads 2] [--csv bench_volume.csv]``. Prints a Markdown table; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from ultrasam.frames import FrameStack
 from ultrasam.models import open_model
 from ultrasam.phantom import CASE_KINDS, PhantomCase, dice, phantom_case
 from ultrasam.predictor import Predictor
-from ultrasam.propagate import StopRule
+from ultrasam.propagate import Carry, StopRule
 
 METHODS = {
-    "old": dict(stop_rule=StopRule.legacy(), margin_floor=0.0, lookahead=0),
-    "new": dict(stop_rule=StopRule(), lookahead=2),
+    "old": dict(stop_rule=StopRule.legacy(), carry=Carry(margin_floor=0.0), lookahead=0),
+    "new": dict(lookahead=2),
 }
 COLUMNS = (
     "case",
@@ -181,12 +181,13 @@ def main() -> None:
     parser.add_argument("--keyframes", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--model", default=None, help="registry name or checkpoint (default: the default model)")
     parser.add_argument(
         "--csv", type=Path, default=Path("bench_volume.csv"), help="per-run results (default bench_volume.csv)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = open_model()
+    model = open_model(args.model) if args.model else open_model()
     rows = []
     for seed in args.seeds:
         for kind in args.kinds:

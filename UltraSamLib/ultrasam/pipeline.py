@@ -23,7 +23,7 @@ import numpy as np
 from ultrasam.frames import Frame, FrameStack
 from ultrasam.predictor import Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.propagate import MARGIN_FLOOR, Propagation, ResultCallback, SliceResult, StopRule
+from ultrasam.propagate import Carry, Propagation, ResultCallback, SliceResult, StopRule, model_family
 from ultrasam.propagate import propagate as run_propagation
 
 
@@ -74,8 +74,9 @@ def segment(
     frame_range: tuple[int, int] | None = None,
     min_score: float | None = None,
     stop_rule: StopRule | None = None,
-    margin_floor: float = MARGIN_FLOOR,
-    use_logits: bool = False,
+    carry: Carry | None = None,
+    margin_floor: float | None = None,
+    use_logits: bool | None = None,
     key: Hashable | None = None,
     lookahead: int = 2,
     progress: bool = True,
@@ -87,9 +88,11 @@ def segment(
     on the frames' own grids.
 
     Several prompted frames are keyframes and a frame with only negative clicks stops propagation
-    (see :mod:`ultrasam.propagate`). ``stop_rule`` (default :class:`StopRule`) decides where the
-    object ends; ``min_score`` replaces its predicted-IoU floor; ``margin_floor`` is the least
-    growth of a propagated box (see :func:`ultrasam.propagate.propagate`). Each frame is resampled to square
+    (see :mod:`ultrasam.propagate`). ``stop_rule`` decides where the object ends and ``carry`` how
+    each frame is prompted from the previous mask (both default to the ones chosen for the model's
+    family: :meth:`StopRule.for_family`, :meth:`Carry.for_family`); ``min_score`` replaces the rule's
+    predicted-IoU floor; ``margin_floor`` and ``use_logits`` replace those fields of the carry (see
+    :func:`ultrasam.propagate.propagate`). Each frame is resampled to square
     pixels and encoded once per run; ``lookahead`` frames are encoded ahead on a worker thread
     (through a second predictor on ``predictor``'s embedding store, so they stay there for later
     prompts). ``should_stop`` is polled between frames.
@@ -138,7 +141,8 @@ def segment(
         mapped,
         sweep=propagate,
         frame_range=frame_range,
-        stop_rule=(stop_rule or StopRule()).with_min_score(min_score),
+        stop_rule=(stop_rule or StopRule.for_family(model_family(predictor))).with_min_score(min_score),
+        carry=carry,
         margin_floor=margin_floor,
         use_logits=use_logits,
         key=key if key is not None else (str(getattr(stack.volume, "source", "")), stack.axis),

@@ -5,10 +5,10 @@ Works for volumes and cine loops alike: anything that can hand out frame ``k`` a
 * **Keyframes.** Every frame with a positive prompt (a box or a positive click) is segmented from its
   prompts. A frame with only negative clicks is a *barrier*: it gets no mask and no propagation
   crosses it.
-* **Sweeps.** From each keyframe a sweep walks both ways; the next frame is prompted with the box of
-  the previous frame's mask, grown by ``margin`` of its size and at least :data:`MARGIN_FLOOR` of the
-  frame (objects change size from frame to frame), and optionally with its low-res logits as a mask
-  prompt.
+* **Sweeps.** From each keyframe a sweep walks both ways; the next frame is prompted from the
+  previous frame's mask as the model family's :class:`Carry` says: the mask's box, grown by a margin
+  (objects change size from frame to frame), and, for models trained on clicks and mask prompts, its
+  deepest interior point as a click and its low-res logits as the mask prompt.
 * **Fusion.** All sweeps advance one frame per round, so a frame is reached first by the sweep of
   its nearest keyframe, and a sweep stops where it meets frames a nearer keyframe's sweep already
   holds: every frame takes the mask propagated from its nearest keyframe. A frame exactly between
@@ -277,6 +277,26 @@ class StopRule:
     def with_min_score(self, min_score: float | None) -> "StopRule":
         return self if min_score is None else replace(self, min_score=min_score)
 
+    @classmethod
+    def for_family(cls, family: str | None) -> "StopRule":
+        """The rule chosen for ``family``'s evidence (:data:`FAMILY_STOP_RULES`; else the defaults)."""
+        return FAMILY_STOP_RULES.get(family or "", cls())
+
+
+FAMILY_STOP_RULES: dict[str, StopRule] = {
+    "ultrasam_lite": StopRule(min_similarity=0.90, patience=1),
+}
+"""Families whose stop rule was chosen on their own evidence (with their :class:`Carry`), apart from
+LiteMedSAM's defaults.
+
+**UltraSam-Lite** (``Testing/benchmarks/calibrate_stop_rule.py --model ultrasam_lite``: the same
+validation sweeps as above, recorded with its own carry, 120,960 rules replayed): never stopping gives
+a mean 3D Dice of 0.499 and the best stop per case 0.720; LiteMedSAM's defaults 0.620 (7 of 32
+sweeps end early, 13 late); ``min_similarity`` 0.90 with ``patience`` 1 gives 0.657 (11 early, 3
+late), the best of the grid — its masks past an object look unlike the keyframe's at once, so a
+second doubted frame only adds false voxels. Its other tests stay LiteMedSAM's safety nets (the
+grid found no gain in moving them)."""
+
 
 @dataclass(frozen=True)
 class SweepEnd:
@@ -430,6 +450,57 @@ inside their box, so a chain of boxes grown only in proportion shrinks off a sma
 few frames; chosen with the stop rule on the validation phantoms (see :class:`StopRule`)."""
 
 
+@dataclass(frozen=True)
+class Carry:
+    """How a sweep prompts the next frame from the previous frame's mask.
+
+    The box is the mask's box grown by ``margin`` × its size and at least ``margin_floor`` × the
+    frame's longer side (:func:`grow_box`); ``use_logits`` adds the mask's low-res logits as the mask
+    prompt; ``point`` adds the mask's deepest interior pixel (farthest from its edge) as a positive
+    click. The right recipe depends on how the decoder treats a box, so it is chosen per model family
+    (:meth:`for_family`, measured on the validation phantoms):
+
+    * **LiteMedSAM** (the defaults): its box-trained decoder returns a mask a little inside the box,
+      so the box must grow (:data:`MARGIN_FLOOR`) or the chain shrinks off the object.
+    * **UltraSam-Lite** (tight box, logits, click): its decoder fills the box to the edges, so a box
+      that grows by even 3 px per frame makes the masks grow by as much, frame after frame (mean Dice
+      on the object's frames 0.47 with LiteMedSAM's recipe, the keyframe's 0.8–0.9 falling to 0.1 at
+      the object's ends). With the mask's own box (no margin), the previous logits and the deepest
+      point — prompts it was trained on — that is 0.62; the stop rule was then chosen on this recipe.
+    """
+
+    margin: float = 0.05
+    margin_floor: float = MARGIN_FLOOR
+    use_logits: bool = False
+    point: bool = False
+
+    @classmethod
+    def for_family(cls, family: str | None) -> "Carry":
+        """The recipe chosen for ``family`` (:data:`FAMILY_CARRY`; else LiteMedSAM's, the defaults)."""
+        return FAMILY_CARRY.get(family or "", cls())
+
+    def prompts(self, previous: "SliceResult") -> dict[str, np.ndarray]:
+        """The next frame's prompts (``Predictor.predict`` keywords) from ``previous``'s mask."""
+        mask = previous.mask
+        arguments = {"box": grow_box(mask_to_box(mask), self.margin, mask.shape, self.margin_floor)}
+        if self.use_logits:
+            arguments["mask_input"] = previous.logits[None]
+        if self.point:
+            from scipy import ndimage
+
+            depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]  # the frame's edge is an edge
+            row, column = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            arguments["points"] = np.array([[float(column), float(row)]])  # pixel-centre coordinates
+            arguments["labels"] = np.array([1])
+        return arguments
+
+
+FAMILY_CARRY: dict[str, Carry] = {
+    "ultrasam_lite": Carry(margin=0.0, margin_floor=0.0, use_logits=True, point=True),
+}
+"""Families whose propagation prompts were chosen apart from LiteMedSAM's (see :class:`Carry`)."""
+
+
 @dataclass
 class _Sweep:
     """A sweep in progress: the keyframe it started from, its direction, its last mask, the next frame,
@@ -458,9 +529,10 @@ def propagate(
     sweep: bool = True,
     frame_range: tuple[int, int] | None = None,
     stop_rule: StopRule | None = None,
-    margin: float = 0.05,
-    margin_floor: float = MARGIN_FLOOR,
-    use_logits: bool = False,
+    carry: Carry | None = None,
+    margin: float | None = None,
+    margin_floor: float | None = None,
+    use_logits: bool | None = None,
     key: Hashable = "volume",
     lookahead: int = 2,
     progress: bool = True,
@@ -473,11 +545,12 @@ def propagate(
     ``mask_inputs``: a keyframe's previous low-res logits (``SliceResult.logits``, 256²) fed back as
     the mask prompt, as in interactive clicking (the model was trained to refine its last mask).
 
-    ``frame_range`` is inclusive ``(first, last)``; propagation never leaves it. ``stop_rule``
-    defaults to :class:`StopRule`'s defaults. Each frame is prompted with the previous mask's box
-    grown by ``margin`` × its size, at least ``margin_floor`` × the frame's longer side (see
-    :data:`MARGIN_FLOOR`). ``lookahead`` frames are encoded ahead on a worker thread (0: on demand,
-    in this thread). ``should_stop`` is polled between frames (a GUI's cancel button).
+    ``frame_range`` is inclusive ``(first, last)``; propagation never leaves it. ``stop_rule`` and
+    ``carry`` (how each frame is prompted from the previous mask) default to the ones chosen for the
+    predictor's model family (:meth:`StopRule.for_family`, :meth:`Carry.for_family`); ``margin``,
+    ``margin_floor`` and ``use_logits``, when given, replace those fields of ``carry``.
+    ``lookahead`` frames are encoded ahead on a worker thread (0: on demand, in this thread).
+    ``should_stop`` is polled between frames (a GUI's cancel button).
     ``on_result(index, result)`` is called in this thread as each frame's mask is decided, again
     when fusion replaces it (the last call is the final mask; see the module docstring for
     keyframes, barriers and fusion).
@@ -486,14 +559,16 @@ def propagate(
     keyframes = [n for n, p in sorted(prompts.items()) if p.has_positive]
     if not keyframes:
         raise PromptError("only negative prompts: give a box or a positive point on at least one frame")
+    family = model_family(predictor)
+    changes = {"margin": margin, "margin_floor": margin_floor, "use_logits": use_logits}
+    carry = replace(carry or Carry.for_family(family), **{k: v for k, v in changes.items() if v is not None})
     run = _Run(
         predictor,
         SliceEncoder(predictor, frame, key, lookahead),
         prompts,
         bounds,
-        stop_rule or StopRule(),
-        (margin, margin_floor),
-        use_logits,
+        stop_rule or StopRule.for_family(family),
+        carry,
         tqdm(total=len(keyframes), desc="frames", unit="frame", disable=not progress),
         should_stop or (lambda: False),
         on_result or (lambda index, result: None),
@@ -509,6 +584,12 @@ def propagate(
     for end in run.ends:
         log.debug("propagation %s", end)
     return Propagation(run.results, run.ends, run.encoder.encoded)
+
+
+def model_family(predictor: Predictor) -> str | None:
+    """The predictor's model family (None for a stand-in without a model), which picks the recipes."""
+    spec = getattr(getattr(predictor, "model", None), "spec", None)
+    return getattr(spec, "family", None)
 
 
 def _checked_range(
@@ -534,8 +615,7 @@ class _Run:
     prompts: Mapping[int, FramePrompts]
     bounds: tuple[int, int]
     rule: StopRule
-    margin: tuple[float, float]  # of the box's size, of the frame's longer side
-    use_logits: bool
+    carry: Carry
     bar: tqdm
     should_stop: Callable[[], bool]
     on_result: ResultCallback
@@ -622,18 +702,16 @@ class _Run:
 
     def _predict(self, current: _Sweep, index: int) -> tuple[SliceResult, Evidence]:
         previous = current.previous
-        box = grow_box(mask_to_box(previous.mask), self.margin[0], previous.mask.shape, self.margin[1])
+        carried = self.carry.prompts(previous)
         self.encoder.activate(index)
         # only the prompted frames are classified: the classifier learnt prompts, not carried boxes
         unclassified = {"classify": False} if getattr(self.predictor, "classifier", None) is not None else {}
-        prediction = self.predictor.predict(
-            box=box, mask_input=previous.logits[None] if self.use_logits else None, **unclassified
-        )
+        prediction = self.predictor.predict(**carried, **unclassified)
         evidence = Evidence.measure(
             prediction.mask,
             prediction.logits,
             prediction.score,
-            box,
+            carried["box"],
             previous.mask,
             self._look(prediction.logits),
             self.looks.get(current.keyframe),

@@ -35,15 +35,17 @@ def add_propagation_options(parser: argparse.ArgumentParser) -> None:
                             "against its prompt box, low stability or predicted IoU); score: only on an empty mask or "
                             "a low predicted IoU (the rule before keyframes)")
     group.add_argument("--min-score", type=float, default=None, help="also stop where the predicted IoU falls below this (default 0.5)")
-    group.add_argument("--use-logits", action="store_true", help="also pass the previous frame's logits as a mask prompt")
+    group.add_argument("--use-logits", action="store_true",
+                       help="also pass the previous frame's logits as a mask prompt (UltraSam-Lite always does)")
 
 
-def stop_rule_from_args(args: argparse.Namespace):
-    """The :class:`~ultrasam.propagate.StopRule` that ``--stop-rule`` and ``--min-score`` name."""
+def propagation_from_args(args: argparse.Namespace) -> dict:
+    """``pipeline.segment`` keywords for ``--stop-rule``, ``--min-score`` and ``--use-logits``; the
+    evidence rule and the carried prompts are the ones chosen for the model's family."""
     from ultrasam.propagate import StopRule
 
-    rule = StopRule() if args.stop_rule == "evidence" else StopRule.legacy()
-    return rule.with_min_score(args.min_score)
+    rule = None if args.stop_rule == "evidence" else StopRule.legacy()
+    return {"stop_rule": rule, "min_score": args.min_score, "use_logits": True if args.use_logits else None}
 
 
 def report_sweeps(results) -> None:
