@@ -175,3 +175,27 @@ def test_propagation_classifies_the_keyframe_and_encodes_each_frame_once(litemed
     expected = predictor.classifier.classify_prompt(litemedsam_model, encode_image(litemedsam_model, image[:, :, 3]), box=box)
     assert results[3].label == expected[0] and results[3].probabilities == pytest.approx(expected[1], abs=1e-5)
     assert all(results[n].label is None for n in results if n != 3)  # carried boxes are not prompts it learnt
+
+
+def test_segment_volume_prints_the_prompted_slices_label_and_refuses_another_models_classifier(
+    tmp_path, capsys, litemedsam_checkpoint, litemedsam_model, litemedsam_classifier
+):
+    import SimpleITK as sitk
+
+    image, truth = synthetic_volume((48, 80, 6), seed=4)  # [k, j, i]: sagittal slice n is image[:, :, n]
+    volume = tmp_path / "sweep.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(volume))
+    box = np.asarray(mask_to_box(truth[:, :, 3]), float)
+    args = ["segment-volume", str(volume), "--slice", "3", "--box", *map(str, box), "--propagate",
+            "--checkpoint", str(litemedsam_checkpoint), "--device", "cpu"]
+    assert main([*args, "--classifier", str(litemedsam_classifier), "--out", str(tmp_path / "seg.seg.nrrd")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    label, probabilities = load_prompt_classifier(litemedsam_classifier).classify_prompt(
+        litemedsam_model, encode_image(litemedsam_model, image[:, :, 3]), box=box
+    )
+    labelled = [line for line in lines if "label:" in line]
+    assert labelled == [f"slice 3 label: {format_label(label, probabilities)} ({SHORT_NOTICE})"]  # propagated: none
+    wrong = write_test_classifier(tmp_path / "wrong.safetensors", litemedsam_model, {"family": "litemedsam", "digest": "0" * 24})
+    assert main([*args, "--classifier", str(wrong), "--out", str(tmp_path / "refused.seg.nrrd")]) == 1
+    assert "was trained on the litemedsam " + "0" * 24 in capsys.readouterr().err
+    assert not (tmp_path / "refused.seg.nrrd").exists()

@@ -26,7 +26,7 @@ from ultrasam.commands.common import (
     make_predictor,
     refuse_unsupported_prompts,
     report_sweeps,
-    stop_rule_from_args,
+    propagation_from_args,
 )
 from ultrasam.errors import PromptError, UltraSamError
 
@@ -47,12 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_propagation_options(parser)
     add_output_options(parser, "mask: .png (one frame, 0/255), or .seg.nrrd / .nrrd / .nii.gz for a cine loop")
     add_model_options(parser)
+    add_classifier_option(parser, "frame")
+    parser.set_defaults(func=run)
+
+
+def add_classifier_option(parser: argparse.ArgumentParser, frame: str) -> None:
     parser.add_argument(
         "--classifier", type=Path, default=None, metavar="FILE",
-        help="prompt classifier (.safetensors) trained on this model: also print each prompted frame's class "
+        help=f"prompt classifier (.safetensors) trained on this model: also print each prompted {frame}'s class "
              "(research benchmark, not a diagnosis)",
     )
-    parser.set_defaults(func=run)
+
+
+def load_classifier_arg(args: argparse.Namespace):
+    """The ``--classifier`` file opened (before the model loads, so a bad file fails fast), or None."""
+    if args.classifier is None:
+        return None
+    from ultrasam.classifier import load_prompt_classifier
+
+    return load_prompt_classifier(args.classifier)
 
 
 def add_pixel_prompt_options(parser: argparse.ArgumentParser) -> None:
@@ -79,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ultrasam import outputs, pipeline
 
     check_outputs(args, [args.image, args.classifier], one_frame=True)
-    classifier = None
-    if args.classifier is not None:  # a bad file fails before the model loads
-        from ultrasam.classifier import load_prompt_classifier
-
-        classifier = load_prompt_classifier(args.classifier)
+    classifier = load_classifier_arg(args)
     stack = pipeline.load(args.image, axis="axial")
     frames = sorted(set(args.frame or [0]))
     for index in frames:
@@ -101,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         predictor.attach_classifier(classifier)  # refuses a classifier trained on another model
     results = pipeline.segment(
         stack, prompts, predictor, propagate=args.propagate, frame_range=args.range,
-        stop_rule=stop_rule_from_args(args), use_logits=args.use_logits, progress=args.propagate,
+        **propagation_from_args(args), progress=args.propagate,
     )
     out = args.out
     pipeline.save(out, stack, results, overlay=args.overlay, rle=args.rle, prompts=prompts, overwrite=args.overwrite)
@@ -114,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_labels(results, several: bool) -> None:
+def report_labels(results, several: bool, frame: str = "frame") -> None:
     """One line per prompted frame: ``label: malignant 0.82 (research benchmark, not a diagnosis)``."""
     from ultrasam.classifier import SHORT_NOTICE, format_label
 
     for index, result in sorted(results.items()):
         if result.label is not None:
-            where = f"frame {index} " if several else ""
+            where = f"{frame} {index} " if several else ""
             print(f"{where}label: {format_label(result.label, result.probabilities)} ({SHORT_NOTICE})")

@@ -8,6 +8,10 @@ mapped through the volume's geometry; a point applies to the slice it lies on (w
 voxel), an ROI to every slice it crosses. Negative clicks: a separate file given with
 ``--negative-markups``, or points whose label starts with "-" or whose description contains
 "negative".
+
+``--classifier FILE`` (a ``prompt_classifier.safetensors`` trained on the model in use) also prints
+each prompted slice's class, e.g. ``slice 20 label: malignant 0.82 (research benchmark, not a
+diagnosis)``; propagated slices are not classified (a carried box is not a prompt it learnt).
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ from ultrasam.commands.common import (
     make_predictor,
     refuse_unsupported_prompts,
     report_sweeps,
-    stop_rule_from_args,
+    propagation_from_args,
 )
-from ultrasam.commands.segment import add_pixel_prompt_options, pixel_prompt_from_args
+from ultrasam.commands.segment import (
+    add_classifier_option,
+    add_pixel_prompt_options,
+    load_classifier_arg,
+    pixel_prompt_from_args,
+    report_labels,
+)
 from ultrasam.errors import PromptError
 
 log = logging.getLogger(__name__)
@@ -51,14 +61,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_options(parser, "segmentation .seg.nrrd (or a labelmap .nrrd / .nii.gz)")
     parser.add_argument("--segment-name", default="UltraSam 1", help="segment name in the .seg.nrrd")
     add_model_options(parser)
+    add_classifier_option(parser, "slice")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ultrasam import outputs, pipeline
 
-    inputs = [args.volume, *args.markups, *args.negative_markups, *args.roi]
+    inputs = [args.volume, *args.markups, *args.negative_markups, *args.roi, args.classifier]
     check_outputs(args, inputs, one_frame=True)
+    classifier = load_classifier_arg(args)
     stack = pipeline.load(args.volume, axis=args.axis)
     pixel = {}
     if args.slice:
@@ -78,14 +90,18 @@ def run(args: argparse.Namespace) -> int:
     log.info("prompted %s slices: %s", stack.axis, sorted(prompts))
     predictor = make_predictor(args)
     refuse_unsupported_prompts(predictor.model.spec, prompts)
+    if classifier is not None:
+        predictor.attach_classifier(classifier)  # refuses a classifier trained on another model
     results = pipeline.segment(
         stack, prompts, predictor, propagate=args.propagate,
-        frame_range=tuple(args.range) if args.range else None, stop_rule=stop_rule_from_args(args),
-        use_logits=args.use_logits, key=str(args.volume),
+        frame_range=tuple(args.range) if args.range else None, **propagation_from_args(args),
+        key=str(args.volume),
     )
     pipeline.save(args.out, stack, results, overlay=args.overlay, rle=args.rle, segment_name=args.segment_name,
                   prompts=prompts, overwrite=args.overwrite)
     report_sweeps(results)
+    if classifier is not None:
+        report_labels(results, several=True, frame="slice")
     propagated = [n for n, r in results.items() if not r.prompted]
     print(f"wrote {args.out}: {len(results)} {stack.axis} slices ({len(prompts)} prompted, {len(propagated)} propagated)")
     return 0
