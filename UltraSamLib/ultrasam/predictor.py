@@ -118,15 +118,18 @@ class Predictor:
         *,
         store: EmbeddingStore | None = None,
         classifier: "PromptClassifier | str | Path | None" = None,
+        fast_decoder: bool = True,
     ) -> None:
         """``store``: embeddings shared with other predictors of the same model (e.g. a background
         encoder thread); without one the predictor keeps its own of ``cache_size`` entries.
-        ``classifier``: see :meth:`attach_classifier`."""
+        ``classifier``: see :meth:`attach_classifier`. ``fast_decoder=False`` runs
+        ``segment_anything``'s ``MaskDecoder`` module itself (the reference for benchmarks and
+        tests) instead of :mod:`ultrasam.decoder_cache`'s equivalent."""
         self.model = model
         self.store = store if store is not None else EmbeddingStore(cache_size)
         self.encoded = 0  # images this predictor had to encode itself (the rest came from the store)
         self._current: _Embedding | None = None
-        self._cached_decoder = decoder_cache.supports(model.sam)  # prompt-independent terms once per image
+        self._cached_decoder = fast_decoder and decoder_cache.supports(model.sam)  # image terms once per image
         self.classifier: "PromptClassifier | None" = None
         if classifier is not None:
             self.attach_classifier(classifier)
@@ -327,8 +330,11 @@ class Predictor:
             )
         box_arg = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=device)
         sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_tensor)
-        if mask_tensor is None and self._cached_decoder and current.features.shape[0] == 1:
-            return decoder_cache.decode(sam, current.image_side(sam), sparse, multimask)
+        if self._cached_decoder and current.features.shape[0] == 1:
+            side = current.image_side(sam)
+            if mask_tensor is not None:  # the dense embedding is this prompt's own: only the PE is reused
+                side = decoder_cache.image_side(sam, current.features, dense, pe=side.pe)
+            return decoder_cache.decode(sam, side, sparse, multimask)
         logits, iou = sam.mask_decoder(
             image_embeddings=current.features,
             image_pe=sam.prompt_encoder.get_dense_pe(),
