@@ -334,3 +334,31 @@ def test_batchnorm_statistics_update_when_not_frozen(state_dict):
     before = encoder.patch_embed.seq[0].bn.running_mean.clone()
     encoder(torch.rand(2, 3, 64, 64)).sum().backward()
     assert not torch.equal(encoder.patch_embed.seq[0].bn.running_mean, before)
+
+
+def _window_attention_as_the_original(attn, x: torch.Tensor) -> torch.Tensor:
+    """The original block's order: zero-pad the tokens, then norm, q/k/v, biased attention, crop, proj."""
+    batch, height, width, dim = x.shape
+    w = attn.window_size
+    padded = F.pad(x, (0, 0, 0, (-width) % w, 0, (-height) % w))
+    ph, pw = padded.shape[1:3]
+    windows = window_partition(padded, w)
+    qkv = attn.qkv(attn.norm(windows)).view(windows.shape[0], w * w, attn.num_heads, 3 * attn.head_dim)
+    q, k, v = qkv.transpose(1, 2).split(attn.head_dim, dim=-1)
+    scores = q @ k.transpose(-1, -2) * attn.head_dim**-0.5 + attn.attention_biases[:, attn.bias_index]
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(windows.shape[0], w * w, dim)
+    return attn.proj(window_merge(out, w, batch, ph, pw)[:, :height, :width])
+
+
+@settings(max_examples=12, deadline=None)
+@given(height=st.integers(3, 16), width=st.integers(3, 16), window=st.sampled_from([3, 5, 7]), batch=st.integers(1, 2))
+def test_window_attention_pads_after_the_norm_exactly_as_the_original_pads_before_it(height, width, window, batch):
+    from ultrasam.models.tiny_vit import WindowAttention
+
+    torch.manual_seed(height * 31 + width)
+    attn = WindowAttention(dim=16, num_heads=2, window_size=window)
+    with torch.no_grad():
+        for parameter in attn.parameters():
+            parameter.normal_(0, 0.5)
+        x = torch.randn(batch, height, width, 16)
+        torch.testing.assert_close(attn(x), _window_attention_as_the_original(attn, x), atol=2e-5, rtol=1e-5)
