@@ -112,3 +112,32 @@ def test_imagenet_baseline_without_local_weights_is_skipped_with_a_message(tmp_p
     message = (work_dir / "results" / "skipped.md").read_text()
     assert "ResNet-50 weights not found" in message and "cannot be downloaded" in message
     assert not (work_dir / "results" / "summary.md").exists()
+
+
+def test_head_init_starts_the_head_from_another_runs_checkpoint(tmp_path):
+    """LP-FT: the head of a run's selected checkpoint (file or run folder) starts a new run's head;
+    a head of another shape is refused, naming both."""
+    import torch
+
+    from ultrasam_training.downstream.classification import DownstreamClassifier
+    from ultrasam_training.train.errors import TrainingError
+
+    head = dict(hidden=(), standardize=True)
+    probe = DownstreamClassifier(num_classes=3, cached=True, feature_dim=16, head=head)
+    with torch.no_grad():
+        for tensor in probe.head.state_dict().values():
+            tensor.copy_(torch.randn_like(tensor))
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"meta": {"iter": 7}, "state_dict": probe.state_dict()}, run / "best_busi_macro_f1_iter_7.pth")
+    features = torch.randn(5, 16)
+    for source in (run, run / "best_busi_macro_f1_iter_7.pth"):
+        started = DownstreamClassifier(num_classes=3, cached=True, feature_dim=16, head=head, head_init=str(source))
+        assert torch.equal(started(features, mode="tensor"), probe(features, mode="tensor"))
+    fresh = DownstreamClassifier(num_classes=3, cached=True, feature_dim=16, head=head)
+    assert not torch.equal(fresh(features, mode="tensor"), probe(features, mode="tensor"))
+    with pytest.raises(TrainingError, match="does not fit"):
+        DownstreamClassifier(num_classes=3, cached=True, feature_dim=8, head=head, head_init=str(run))
+    (run / "best_busi_macro_f1_iter_9.pth").write_bytes((run / "best_busi_macro_f1_iter_7.pth").read_bytes())
+    with pytest.raises(TrainingError, match="expected one"):
+        DownstreamClassifier(num_classes=3, cached=True, feature_dim=16, head=head, head_init=str(run))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.ops import sigmoid_focal_loss
 
@@ -160,6 +161,11 @@ class DownstreamClassifier(BaseModel):
         feature_dim: width of cached inputs.
         head: ``dict(hidden=(), dropout=0.0, standardize=False)``.
         focal: ``dict(alpha=0.25, gamma=2.0)``.
+        head_init: a checkpoint of a run with the same head (e.g. the linear probe's selected
+            ``best_*.pth``) whose ``head.*`` tensors start this head — linear probing, then
+            fine-tuning. A CPU run's 240 steps cannot train a head from scratch at the paper's
+            learning rate (a linear probe reaches val 0.56 at 1e-4 in 2000 steps); starting from the
+            probe, the encoder's steps go into adapting the features.
     """
 
     def __init__(
@@ -177,6 +183,7 @@ class DownstreamClassifier(BaseModel):
         medsa: dict | None = None,
         resnet_weights: str | None = None,
         seed: int = 0,
+        head_init: str | None = None,
         data_preprocessor: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor or dict(type="BaseDataPreprocessor"))
@@ -205,6 +212,9 @@ class DownstreamClassifier(BaseModel):
         head = dict(head or {})
         self.hidden = tuple(head.get("hidden", ()))
         self.head = mlp_head(in_dim, num_classes, self.hidden, head.get("dropout", 0.0), head.get("standardize", False))
+        self.head_init = head_init
+        if head_init:
+            load_head(self.head, head_init)
         trainable, total = count_parameters(self)
         log.info("classifier: %s variant, %d trainable of %d parameters", variant, trainable, total)
 
@@ -237,6 +247,37 @@ class DownstreamClassifier(BaseModel):
         raise TrainingError(f"unknown mode {mode!r}")
 
 
+def load_head(head: nn.Module, checkpoint: str | Path) -> None:
+    """Copy the ``head.*`` tensors of a classification run's checkpoint (or of the one ``best_*.pth``
+    in a run's folder) into ``head`` (shapes must match).
+
+    Read with the restricted reader (no pickled code runs); a checkpoint of another head shape
+    (pooling, width, classes, standardisation) is refused with both shapes named."""
+    from ultrasam.checkpoints import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a run's work dir: its selected checkpoint
+        best = sorted(checkpoint.glob("best_*.pth"))
+        if len(best) != 1:
+            raise TrainingError(f"{checkpoint}: expected one selected best_*.pth, found {len(best)}")
+        checkpoint = best[0]
+    container = read_checkpoint(checkpoint, allow_stubs=False)
+    state = container.get("state_dict", container) if isinstance(container, dict) else None
+    if not isinstance(state, dict):
+        raise TrainingError(f"{checkpoint}: no state_dict in this checkpoint")
+    tensors = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+    expected = head.state_dict()
+    mismatched = sorted(
+        k for k in set(expected) | set(tensors) if k not in tensors or k not in expected or tensors[k].shape != expected[k].shape
+    )
+    if not tensors or mismatched:
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        wanted = {k: tuple(v.shape) for k, v in expected.items()}
+        raise TrainingError(f"{checkpoint}: its head {found or 'is missing'} does not fit this head {wanted}")
+    head.load_state_dict(tensors)
+    log.info("head initialised from %s", checkpoint)
+
+
 @METRICS.register_module()
 class DownstreamClassificationMetric(BaseMetric):
     """Macro-F1, accuracy and AUROC of a validation pass (``busi/macro_f1`` selects the checkpoint)."""
@@ -265,7 +306,8 @@ def _unwrap(model):
 class FitStandardizeHook(Hook):
     """Before training, set the head's standardisation to the training features' mean and std.
 
-    Only on a fresh start: a resumed run has the statistics in its checkpoint already.
+    Only on a fresh start: a resumed run has the statistics in its checkpoint already, and a head
+    started from another run's (``head_init``) keeps that run's.
     """
 
     priority = "VERY_HIGH"
@@ -273,7 +315,7 @@ class FitStandardizeHook(Hook):
     def before_train(self, runner) -> None:
         model = _unwrap(runner.model)
         standardize = model.head[0]
-        if not isinstance(standardize, Standardize) or runner.iter > 0:
+        if not isinstance(standardize, Standardize) or runner.iter > 0 or getattr(model, "head_init", None):
             return
         matrix = torch.from_numpy(np.asarray(runner.train_dataloader.dataset.feature_matrix(), np.float32))
         with torch.no_grad():
