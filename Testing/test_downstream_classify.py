@@ -103,6 +103,12 @@ def test_feature_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(
     third = pooled_features([moved, edited], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False)
     assert (third.computed, third.reused) == (1, 1)
 
+    random = pooled_features([item.path], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False, random_init=0)
+    assert random.folder not in (first.folder, rebuilt.folder) and random.computed == 1  # its own weights, own folder
+    assert not np.allclose(random.arrays["pre_neck"], first.arrays["pre_neck"])
+    same_seed = pooled_features([moved], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False, random_init=0)
+    assert same_seed.folder == random.folder and same_seed.reused == 1  # seeded: the same random encoder again
+
 
 def test_imagenet_baseline_without_local_weights_is_skipped_with_a_message(tmp_path, monkeypatch):
     from ultrasam_training.downstream.run import run_downstream

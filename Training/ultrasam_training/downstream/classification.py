@@ -74,6 +74,9 @@ class BusiImageDataset(Dataset):
             one at random with ``flip_prob``.
         flip_prob: horizontal flip probability while training.
         per_class: keep the first N images of each class (smoke runs).
+        random_init: in ``features`` mode, the seed of a random initialisation of the encoder's
+            architecture (:func:`~.encoders.reinitialise`) instead of its weights: the frozen
+            random-features baseline of a linear probe.
     """
 
     classes = busi.IMAGE_CLASSES
@@ -94,6 +97,7 @@ class BusiImageDataset(Dataset):
         per_class: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        random_init: int | None = None,
     ) -> None:
         if mode not in ("pixels", "features"):
             raise TrainingError(f"mode must be pixels or features, not {mode!r}")
@@ -112,7 +116,14 @@ class BusiImageDataset(Dataset):
             from ultrasam_training.train.dataset import read_rgb
 
             self.features = pooled_features(
-                [i.path for i in self.items], read_rgb, encoder, family, feature_dir, flips=flips, progress=progress
+                [i.path for i in self.items],
+                read_rgb,
+                encoder,
+                family,
+                feature_dir,
+                flips=flips,
+                progress=progress,
+                random_init=random_init,
             )
 
     def __len__(self) -> int:

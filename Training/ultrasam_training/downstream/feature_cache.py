@@ -95,13 +95,19 @@ def pooled_features(
     flips: Sequence[bool] = (False,),
     batch_size: int = 4,
     progress: bool = True,
+    random_init: int | None = None,
 ) -> PooledFeatures:
-    """Pooled ``pre_neck`` and ``neck`` features of ``paths`` (and their flips), cached under ``directory``."""
-    from ultrasam_training.downstream.encoders import open_encoder
+    """Pooled ``pre_neck`` and ``neck`` features of ``paths`` (and their flips), cached under ``directory``.
+
+    ``random_init``: encode with the architecture of ``source`` randomly initialised with this seed
+    (the random-features baseline); its weights' digest gives it its own cache folder."""
+    from ultrasam_training.downstream.encoders import open_encoder, reinitialise
 
     flips = tuple(bool(f) for f in flips)
     model = open_encoder(source, family=family, fast=True)
     encoder = model.sam.image_encoder.eval()
+    if random_init is not None:
+        reinitialise(encoder, seed=random_init)
     folder = cache_folder(directory, encoder, model.spec.family)
     folder.mkdir(parents=True, exist_ok=True)
     digests = [content_digest(p) for p in paths]
