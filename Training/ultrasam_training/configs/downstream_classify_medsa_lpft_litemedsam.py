@@ -1,0 +1,10 @@
+# Med-SA adapters on LiteMedSAM after a linear probe (LP-FT), the same recipe as
+# downstream_classify_lora_lpft_litemedsam.py so the two adapters compare directly: the head starts from
+# the selected linear probe (`downstream_classify_linear_litemedsam`, run it first), then the adapters
+# and the last attention block train at 5e-4 and the warm head at 1e-4 for the CPU schedule (240 steps
+# of batch 8). Not tuned: one run fits the 1-hour CPU budget.
+_base_ = ["./downstream_classify_medsa_litemedsam.py"]
+
+run_title = "BUSI 3-class, Med-SA adapters after a linear probe, LiteMedSAM"
+model = dict(head=dict(hidden=(), standardize=True), head_init="work_dirs/downstream_classify_linear_litemedsam")
+optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(custom_keys={"head": dict(lr_mult=0.2)}))
