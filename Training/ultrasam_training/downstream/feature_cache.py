@@ -93,12 +93,13 @@ def pooled_features(
     family: str | None,
     directory: str | Path,
     flips: Sequence[bool] = (False,),
-    batch_size: int = 4,
+    batch_size: int = 1,
     progress: bool = True,
     random_init: int | None = None,
 ) -> PooledFeatures:
     """Pooled ``pre_neck`` and ``neck`` features of ``paths`` (and their flips), cached under ``directory``.
 
+    ``batch_size`` 1: on a CPU, batches of 4 took 20 % longer per image (0.76 vs 0.62 s, LiteMedSAM).
     ``random_init``: encode with the architecture of ``source`` randomly initialised with this seed
     (the random-features baseline); its weights' digest gives it its own cache folder."""
     from ultrasam_training.downstream.encoders import open_encoder, reinitialise
