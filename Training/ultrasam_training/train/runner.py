@@ -14,8 +14,10 @@ Distributed training goes through mmengine's launchers::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+_RUNNERS_BUILT = itertools.count()  # makes each runner's experiment name unique in a process
 
 
 def register_all() -> None:
@@ -237,6 +240,11 @@ def build_runner(
         _init_cpu_distributed(cfg, launcher)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
+    if not cfg.get("experiment_name"):
+        # mmengine names its logger and visualizer ``<config>_<timestamp to the second>`` and returns an
+        # existing instance of that name, handlers and all: two runners started in one second in a process
+        # (tests, a sweep) would share one, logging to the first run's (possibly closed) streams and files.
+        cfg.experiment_name = f"{config_path.stem}_{os.getpid()}_{next(_RUNNERS_BUILT)}"
     runner = _runner_class().from_cfg(cfg)
     runner._ultrasam_config_path = config_path
     return runner
