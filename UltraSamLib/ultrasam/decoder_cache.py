@@ -5,8 +5,9 @@ dense positional encoding, the image embedding plus the no-mask embedding, their
 — in the first two-way block, where the image side has not yet seen any prompt — three linear
 projections (token→image keys and values, image→token queries). :class:`ImageSide` keeps those
 per image; :func:`decode` then runs the same arithmetic as ``MaskDecoder.forward``. With a mask
-input the dense embedding depends on the prompt, so those terms are made per call
-(:func:`image_side` with ``dense``) and only the positional encoding is reused.
+input the dense embedding depends on the prompt: :func:`image_side` with ``dense`` makes that
+prompt's keys only, the first block then runs low-rank like the later ones, and only the positional
+encoding (:func:`dense_pe`, the same for every image) is reused.
 
 The mask head runs token-major: SAM's ``output_upscaling`` (two 2×2 stride-2 transposed
 convolutions around a channel LayerNorm) maps each image token to its own 4×4 patch, so it is two
@@ -28,14 +29,15 @@ from torch.nn import functional as F
 
 @dataclass(frozen=True)
 class ImageSide:
-    """Prompt-independent tensors of one image embedding (batch 1)."""
+    """Prompt-independent tensors of one image embedding (batch 1), or one mask prompt's keys."""
 
-    keys: Tensor  # (1, HW, C): image embedding + no-mask dense embedding, token-major
+    keys: Tensor  # (1 | B, HW, C): image embedding + dense embedding, token-major
     pe: Tensor  # (1, HW, C): dense positional encoding, token-major
-    k0: Tensor  # (1, heads, HW, c): first block, token→image keys
-    v0: Tensor  # (1, heads, HW, c): first block, token→image values
-    q0: Tensor  # (1, heads, HW, c): first block, image→token queries
     hw: tuple[int, int]
+    # First block's image-side projections, made once per image (None for a mask prompt's own keys):
+    k0: Tensor | None = None  # (1, heads, HW, c): token→image keys
+    v0: Tensor | None = None  # (1, heads, HW, c): token→image values
+    q0: Tensor | None = None  # (1, heads, HW, c): image→token queries
 
 
 def supports(sam: nn.Module) -> bool:
@@ -118,20 +120,27 @@ def _attend(attention: nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return attention.out_proj(_merge(scores @ v))
 
 
+def dense_pe(sam: nn.Module) -> Tensor:
+    """The prompt encoder's dense positional encoding, token-major ``(1, HW, C)``: the same for every image."""
+    return sam.prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
+
+
 def image_side(
     sam: nn.Module, features: Tensor, dense: Tensor | None = None, pe: Tensor | None = None
 ) -> ImageSide:
     """The prompt-independent part of decoding ``features`` (``[1, C, h, w]``).
 
-    ``dense``: a mask prompt's dense embedding ``[B, C, h, w]`` instead of the no-mask one (then the
-    result belongs to that prompt only); ``pe``: a token-major positional encoding already made."""
+    ``dense``: a mask prompt's dense embedding ``[B, C, h, w]`` instead of the no-mask one; the result
+    then belongs to that prompt only and has its keys, not the first block's projections (used once,
+    they are cheaper low-rank). ``pe``: :func:`dense_pe` already made."""
     prompt_encoder, transformer = sam.prompt_encoder, sam.mask_decoder.transformer
     _, c, h, w = features.shape
-    if dense is None:
-        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    keys = (features + dense).flatten(2).permute(0, 2, 1).contiguous()
     if pe is None:
-        pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1).contiguous()
+        pe = dense_pe(sam)
+    if dense is not None:
+        return ImageSide(keys=(features + dense).flatten(2).permute(0, 2, 1).contiguous(), pe=pe, hw=(h, w))
+    dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    keys = (features + dense).flatten(2).permute(0, 2, 1).contiguous()
     first = transformer.layers[0]
     to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
     keyed = keys + pe
@@ -191,16 +200,23 @@ def _image_to_token(
 
 
 def _first_block(block: nn.Module, side: ImageSide, queries: Tensor, query_pe: Tensor) -> tuple[Tensor, Tensor]:
-    """``TwoWayAttentionBlock.forward`` (first block: no PE in self-attention) with cached image terms."""
+    """``TwoWayAttentionBlock.forward`` (first block: no PE in self-attention) with the image side's
+    cached projections, or low-rank when ``side`` is a mask prompt's own keys."""
     b = queries.shape[0]
     queries = block.norm1(block.self_attn(q=queries, k=queries, v=queries))
-    to_image = block.cross_attn_token_to_image
-    q = _heads(to_image.q_proj(queries + query_pe), to_image.num_heads)
-    queries = block.norm2(queries + _attend(to_image, q, side.k0.expand(b, -1, -1, -1), side.v0.expand(b, -1, -1, -1)))
-    queries = block.norm3(queries + block.mlp(queries))
-    attended = _image_to_token(block.cross_attn_image_to_token, queries + query_pe, queries, q=side.q0)
-    keys = block.norm4(side.keys + attended)
-    return queries, keys
+    to_image, to_token = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+    if side.k0 is None:
+        keyed = side.keys + side.pe
+        queries = block.norm2(queries + _token_to_image(to_image, queries + query_pe, keyed, side.keys))
+        queries = block.norm3(queries + block.mlp(queries))
+        attended = _image_to_token(to_token, queries + query_pe, queries, image=keyed)
+    else:
+        q = _heads(to_image.q_proj(queries + query_pe), to_image.num_heads)
+        k0, v0 = side.k0.expand(b, -1, -1, -1), side.v0.expand(b, -1, -1, -1)
+        queries = block.norm2(queries + _attend(to_image, q, k0, v0))
+        queries = block.norm3(queries + block.mlp(queries))
+        attended = _image_to_token(to_token, queries + query_pe, queries, q=side.q0)
+    return queries, block.norm4(side.keys + attended)
 
 
 def _block(block: nn.Module, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor) -> tuple[Tensor, Tensor]:

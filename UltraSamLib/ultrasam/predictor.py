@@ -102,9 +102,9 @@ class _Embedding:
     side: decoder_cache.ImageSide | None = None  # prompt-independent decoder terms, made on first use
     image_descriptor: torch.Tensor | None = None  # pooled pre-neck map, kept only for a classifier
 
-    def image_side(self, sam: torch.nn.Module) -> decoder_cache.ImageSide:
+    def image_side(self, sam: torch.nn.Module, pe: torch.Tensor) -> decoder_cache.ImageSide:
         if self.side is None:
-            self.side = decoder_cache.image_side(sam, self.features)
+            self.side = decoder_cache.image_side(sam, self.features, pe=pe)
         return self.side
 
 
@@ -130,6 +130,7 @@ class Predictor:
         self.encoded = 0  # images this predictor had to encode itself (the rest came from the store)
         self._current: _Embedding | None = None
         self._cached_decoder = fast_decoder and decoder_cache.supports(model.sam)  # image terms once per image
+        self._dense_pe: torch.Tensor | None = None  # the decoder's positional encoding: one per model
         self.classifier: "PromptClassifier | None" = None
         if classifier is not None:
             self.attach_classifier(classifier)
@@ -331,9 +332,12 @@ class Predictor:
         box_arg = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32, device=device)
         sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=mask_tensor)
         if self._cached_decoder and current.features.shape[0] == 1:
-            side = current.image_side(sam)
-            if mask_tensor is not None:  # the dense embedding is this prompt's own: only the PE is reused
-                side = decoder_cache.image_side(sam, current.features, dense, pe=side.pe)
+            if self._dense_pe is None or self._dense_pe.device != current.features.device:  # a moved model
+                self._dense_pe = decoder_cache.dense_pe(sam)
+            if mask_tensor is None:
+                side = current.image_side(sam, self._dense_pe)
+            else:  # the dense embedding is this prompt's own: nothing per image is reused but the PE
+                side = decoder_cache.image_side(sam, current.features, dense, pe=self._dense_pe)
             return decoder_cache.decode(sam, side, sparse, multimask)
         logits, iou = sam.mask_decoder(
             image_embeddings=current.features,
