@@ -49,8 +49,8 @@ from ultrasam.propagate import Carry, StopRule
 METHODS = {
     "old": dict(stop_rule=StopRule.legacy(), carry=Carry(margin_floor=0.0), lookahead=0),
     "new": dict(lookahead=2),
+    "new, sam decoder": dict(lookahead=2),
 }
-METHODS["new, sam decoder"] = dict(lookahead=2)
 REFERENCE_DECODER = "new, sam decoder"
 """Optional method: *new* with ``segment_anything``'s ``MaskDecoder`` module in place of
 :mod:`ultrasam.decoder_cache` (same masks to 1e-4 in the logits): what the cached, token-major
