@@ -76,3 +76,29 @@ def test_mask2former_smoke_lowers_the_loss_and_scores_coco_ap(smoke_run):
     assert len(rows) == test["lesions"] and all(0.0 <= float(r["lesion_iou"]) <= 1.0 for r in rows)
     assert summary["cost"]["trainable_parameters"] < summary["cost"]["total_parameters"]  # frozen encoder
     assert (smoke_run / "results" / "summary.md").read_text().count("|") > 20
+
+
+def test_the_runner_keeps_the_pretrained_encoder(smoke_run, litemedsam_checkpoint):
+    """The Runner calls ``init_weights``; HF's re-initialises every module it did not build itself,
+    which once turned the frozen pretrained encoder into random weights. After the smoke run the
+    checkpoint's frozen encoder must be LiteMedSAM's, tensor for tensor (BN statistics included)."""
+    from ultrasam.checkpoints import extract_state_dict, read_checkpoint
+    from ultrasam.models import open_model
+
+    reference = open_model(str(litemedsam_checkpoint), family="litemedsam").sam.image_encoder.state_dict()
+    saved = extract_state_dict(read_checkpoint(smoke_run / "iter_4.pth"), "iter_4.pth")
+    prefix = "net.model.pixel_level_module.encoder.encoder."
+    encoder = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+    assert set(encoder) == set(reference)
+    differing = [k for k, v in reference.items() if not torch.equal(encoder[k], v)]
+    assert differing == [], differing[:5]
+
+
+def test_init_weights_leaves_the_constructed_model_alone(litemedsam_checkpoint):
+    from ultrasam_training.downstream.segmentation import Mask2FormerSegmenter
+
+    small = dict(num_queries=4, encoder_layers=1, decoder_layers=2, encoder_feedforward_dim=64, dim_feedforward=64)
+    model = Mask2FormerSegmenter(num_classes=2, encoder=str(litemedsam_checkpoint), family="litemedsam", mask2former=small)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_weights()
+    assert [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])] == []

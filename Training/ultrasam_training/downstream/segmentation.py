@@ -204,6 +204,17 @@ class Mask2FormerSegmenter(BaseModel):
         self.variant = variant
         self.net = build_mask2former(features, num_classes, mask2former)
 
+    def init_weights(self) -> None:
+        """Keep the weights made at construction: the encoder's checkpoint and HF's head initialisation.
+
+        mmengine's Runner calls ``init_weights`` on the model's children, and the HF model's own
+        ``init_weights`` re-runs ``_init_weights`` on every module it did not initialise itself, which
+        here is the whole pixel-level module: the pretrained encoder (288 tensors of LiteMedSAM's,
+        batch-norm statistics included) was silently replaced by random weights, and the first step's
+        gradient norm read 1e10 or inf.
+        """
+        self._is_init = True
+
     def train(self, mode: bool = True) -> "Mask2FormerSegmenter":
         super().train(mode)
         if self.variant in ("linear", "frozen"):
