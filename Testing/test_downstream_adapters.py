@@ -112,3 +112,18 @@ def test_medsa_adds_adapters_everywhere_and_trains_them_with_the_last_block(lite
     current = dict(medsa.named_parameters())
     assert all(torch.equal(frozen_before[n], current[n]) for n in frozen_before)
     assert any(not torch.equal(snapshot[n], current[n]) for n in adapters)
+
+
+def test_medsa_identity_init_starts_equal_to_the_base_encoder_and_still_learns(litemedsam_checkpoint, image):
+    """LP-FT: a head trained on the base features must meet the same features at step 0."""
+    base, _ = build_encoder_features(str(litemedsam_checkpoint), None, "frozen")
+    medsa, _ = build_encoder_features(
+        str(litemedsam_checkpoint), None, "medsa", medsa=dict(ratio=0.25, scale=0.5, identity_init=True)
+    )
+    base.eval(), medsa.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(medsa(image).pre_neck, base(image).pre_neck, rtol=1e-5, atol=1e-5)
+    adapters = {n: p.detach().clone() for n, p in medsa.named_parameters() if "_adapter" in n}
+    _step(medsa, image)
+    current = dict(medsa.named_parameters())
+    assert any(not torch.equal(adapters[n], current[n]) for n in adapters if ".fc2." in n)  # zero output layer moves

@@ -110,6 +110,39 @@ def test_feature_cache_is_reused_for_the_same_encoder_and_rebuilt_for_another(
     assert same_seed.folder == random.folder and same_seed.reused == 1  # seeded: the same random encoder again
 
 
+def test_levels_descriptor_is_every_stage_mean_and_upgrades_old_entries(tmp_path, data_dir, litemedsam_checkpoint):
+    """``levels`` = the masked mean of each TinyViT stage, concatenated (64+128+160+320); its last
+    block is the pre-neck descriptor. An entry written without it (the prompt pass stores pre-neck and
+    neck only) serves runs that need only those and is encoded again for a run that needs levels."""
+    import torch
+
+    from ultrasam_training.downstream import busi
+    from ultrasam_training.downstream.encoders import EncoderFeatures, masked_mean, open_encoder, valid_fractions
+    from ultrasam_training.downstream.feature_cache import cache_folder, pooled_features, store_unflipped
+    from ultrasam.transforms import prepare_input, resized_shape
+    from ultrasam_training.train.dataset import read_rgb
+
+    item = busi.classification_items(data_dir, "val", per_class=1)[0]
+    cache = tmp_path / "cache"
+    model = open_encoder(str(litemedsam_checkpoint), family=None, fast=True)
+    folder = cache_folder(cache, model.sam.image_encoder, model.spec.family)
+    store_unflipped(folder, item.path, np.zeros(320), np.zeros(256))  # a pre-levels entry (made-up values)
+    old = pooled_features([item.path], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False)
+    assert (old.computed, old.reused) == (0, 1) and not old.arrays["pre_neck"].any()
+    new = pooled_features([item.path], read_rgb, str(litemedsam_checkpoint), None, cache, progress=False, pools=("levels",))
+    assert (new.computed, new.reused) == (1, 0) and new.arrays["levels"].shape == (1, 1, 672)
+
+    rgb = read_rgb(item.path)  # the same descriptor computed independently, stage by stage
+    features = EncoderFeatures(model.sam.image_encoder.eval())
+    valid = torch.tensor([valid_fractions(resized_shape(*rgb.shape[:2], model.spec), model.spec.image_size)])
+    with torch.inference_mode():
+        out = features(prepare_input(rgb, model.spec)[0], with_levels=True, with_neck=True)
+    assert [level.shape[1] for level in out.levels] == [64, 128, 160, 320]
+    expected = torch.cat([masked_mean(level, valid) for level in out.levels], 1)[0].numpy()
+    np.testing.assert_allclose(new.arrays["levels"][0, 0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.arrays["levels"][0, 0, -320:], new.arrays["pre_neck"][0, 0], rtol=1e-6)
+
+
 def test_imagenet_baseline_without_local_weights_is_skipped_with_a_message(tmp_path, monkeypatch):
     from ultrasam_training.downstream.run import run_downstream
 

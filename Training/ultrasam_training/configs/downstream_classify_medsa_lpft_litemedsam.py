@@ -2,9 +2,15 @@
 # downstream_classify_lora_lpft_litemedsam.py so the two adapters compare directly: the head starts from
 # the selected linear probe (`downstream_classify_linear_litemedsam`, run it first), then the adapters
 # and the last attention block train at 5e-4 and the warm head at 1e-4 for the CPU schedule (240 steps
-# of batch 8). Not tuned: one run fits the 1-hour CPU budget.
+# of batch 8). Not tuned: one run fits the 1-hour CPU budget. The adapters start as the identity
+# (`identity_init`: output layers zeroed, as LoRA's B = 0) so the probe's head meets the features it was
+# trained on; with Med-SA's default init the first steps' loss read 1.9-3.3 against the probe's 0.08.
 _base_ = ["./downstream_classify_medsa_litemedsam.py"]
 
 run_title = "BUSI 3-class, Med-SA adapters after a linear probe, LiteMedSAM"
-model = dict(head=dict(hidden=(), standardize=True), head_init="work_dirs/downstream_classify_linear_litemedsam")
+model = dict(
+    head=dict(hidden=(), standardize=True),
+    head_init="work_dirs/downstream_classify_linear_litemedsam",
+    medsa=dict(identity_init=True),
+)
 optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(custom_keys={"head": dict(lr_mult=0.2)}))

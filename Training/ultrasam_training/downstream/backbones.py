@@ -113,7 +113,9 @@ class ResNet50Features(nn.Module):
         self.neck_channels = 2048
 
     def channels(self, pool: str) -> int:
-        return 2048
+        from ultrasam_training.downstream.encoders import pooled_width
+
+        return pooled_width(self, pool)
 
     def train(self, mode: bool = True) -> "ResNet50Features":
         super().train(mode)

@@ -37,7 +37,7 @@ from torchvision.ops import sigmoid_focal_loss
 from ultrasam.models.spec import FAMILY_SPECS
 from ultrasam.transforms import prepare_input, resized_shape
 from ultrasam_training.downstream import busi
-from ultrasam_training.downstream.encoders import count_parameters, masked_mean, valid_fractions
+from ultrasam_training.downstream.encoders import count_parameters, pool_descriptor, valid_fractions
 from ultrasam_training.downstream.metrics import point_metrics
 from ultrasam_training.downstream.prompt_classifier import Standardize, mlp_head, scores_to_probabilities
 from ultrasam_training.train.errors import TrainingError
@@ -69,7 +69,7 @@ class BusiImageDataset(Dataset):
         split: ``train``, ``val`` or ``test`` of ``splits.json``.
         mode: ``pixels`` (the family's model input) or ``features`` (cached pooled features).
         encoder: weights the features come from (``features`` mode).
-        pool: ``pre_neck`` (the paper's) or ``neck``.
+        pool: ``pre_neck`` (the paper's), ``neck`` or ``levels`` (every level's mean, concatenated).
         flips: flips cached per image in ``features`` mode; with ``(False, True)`` training draws
             one at random with ``flip_prob``.
         flip_prob: horizontal flip probability while training.
@@ -124,6 +124,7 @@ class BusiImageDataset(Dataset):
                 flips=flips,
                 progress=progress,
                 random_init=random_init,
+                pools=(pool,),
             )
 
     def __len__(self) -> int:
@@ -238,8 +239,8 @@ class DownstreamClassifier(BaseModel):
     def descriptor(self, inputs: Tensor, valid: Tensor | None = None) -> Tensor:
         if self.cached:
             return inputs.float()
-        out = self.features(inputs, with_levels=False, with_neck=self.pool == "neck")
-        return masked_mean(out.neck if self.pool == "neck" else out.pre_neck, valid)
+        out = self.features(inputs, with_levels=self.pool == "levels", with_neck=self.pool == "neck")
+        return pool_descriptor(out, self.pool, valid)
 
     def forward(
         self, inputs: Tensor, labels: Tensor | None = None, valid: Tensor | None = None, mode: str = "loss", **_: Any

@@ -30,7 +30,7 @@ from ultrasam_training.train.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
-POOLS = ("pre_neck", "neck")
+POOLS = ("pre_neck", "neck", "levels")
 
 
 @dataclass
@@ -90,9 +90,7 @@ class EncoderFeatures(nn.Module):
 
     def channels(self, pool: str) -> int:
         """Width of the pooled descriptor ``pool`` gives."""
-        if pool not in POOLS:
-            raise TrainingError(f"pool must be one of {POOLS}, not {pool!r}")
-        return self.pre_neck_channels if pool == "pre_neck" else self.neck_channels
+        return pooled_width(self, pool)
 
     def forward(self, x: Tensor, with_levels: bool = True, with_neck: bool = True) -> EncoderOutput:
         if self.kind == "vit":
@@ -178,6 +176,36 @@ def pyramid_strides(features) -> list[int]:
     if kind == "tinyvit":
         return [*features.level_strides[1:4], features.level_strides[-1]]
     return list(features.level_strides[:4])
+
+
+def pooled_width(features, pool: str) -> int:
+    """Width of the descriptor ``pool`` gives for ``features`` (an ``EncoderFeatures`` or ResNet-50)."""
+    if pool not in POOLS:
+        raise TrainingError(f"pool must be one of {POOLS}, not {pool!r}")
+    if pool == "levels":
+        return int(sum(features.level_channels))
+    return int(features.pre_neck_channels if pool == "pre_neck" else features.neck_channels)
+
+
+def pool_descriptor(out: EncoderOutput, pool: str, valid: Tensor | None) -> Tensor:
+    """The pooled descriptor ``pool`` of one encoder output: ``pre_neck``, ``neck`` or ``levels``.
+
+    ``levels`` concatenates the masked means of every feature level (TinyViT: its four stages,
+    64+128+160+320 = 672-d; ViT-b: its four global blocks, 4×768; ResNet-50: its four stages), the
+    multi-layer read-out of linear evaluations such as DINOv2's: earlier stages keep texture and
+    edge statistics that the last stage has traded for what the mask decoder needs.
+    """
+    if pool not in POOLS:
+        raise TrainingError(f"pool must be one of {POOLS}, not {pool!r}")
+    if pool == "levels":
+        if not out.levels:
+            raise TrainingError("the levels descriptor needs the encoder run with its levels")
+        return torch.cat([masked_mean(level, valid) for level in out.levels], dim=1)
+    if pool == "neck":
+        if out.neck is None:
+            raise TrainingError("the neck descriptor needs the encoder run with its neck")
+        return masked_mean(out.neck, valid)
+    return masked_mean(out.pre_neck, valid)
 
 
 def valid_fractions(resized_hw: tuple[int, int], image_size: int) -> tuple[float, float]:

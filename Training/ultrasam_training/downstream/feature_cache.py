@@ -5,7 +5,10 @@ changes, so it is computed once and every iteration after that costs a matrix pr
 2 CPU cores this turns a 780-image benchmark from hours into the minutes of one encoder pass.
 
 Layout: ``<directory>/<encoder digest>-<family>/<content digest>.npz`` holding, for each pooling
-(``pre_neck``, ``neck``), an array ``[flips, C]`` (the image, then its horizontal flip if asked).
+(``pre_neck``, ``neck``, ``levels``), an array ``[flips, C]`` (the image, then its horizontal flip if
+asked). An entry written without a pooling a run asks for (the prompt-descriptor pass stores
+``pre_neck`` and ``neck`` only; entries from before ``levels`` existed) is encoded again and then holds
+all three; a run that needs only what the entry holds reads it as it is.
 The folder name carries the digest of the encoder's tensors, so changed weights (another
 checkpoint, a fine-tuned encoder) land in a new folder and are recomputed; the file name carries
 the digest of the image file's bytes, so a moved, renamed or touched file with the same content is
@@ -26,7 +29,9 @@ from tqdm import tqdm
 
 from ultrasam.transforms import prepare_input, resized_shape
 from ultrasam_training.downstream.busi import content_digest
-from ultrasam_training.downstream.encoders import POOLS, EncoderFeatures, masked_mean, valid_fractions
+from ultrasam_training.downstream.encoders import POOLS, EncoderFeatures, pool_descriptor, valid_fractions
+
+BASE_POOLS = ("pre_neck", "neck")
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,10 @@ class PooledFeatures:
         return self.arrays[pool][index, self.flips.index(flipped)]
 
 
-def _entry_valid(path: Path, flips: tuple[bool, ...]) -> bool:
+def _entry_valid(path: Path, flips: tuple[bool, ...], pools: Sequence[str] = BASE_POOLS) -> bool:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return tuple(bool(f) for f in data["flips"]) == flips and all(p in data for p in POOLS)
+            return tuple(bool(f) for f in data["flips"]) == flips and all(p in data for p in pools)
     except (OSError, ValueError, KeyError):
         return False
 
@@ -96,8 +101,9 @@ def pooled_features(
     batch_size: int = 1,
     progress: bool = True,
     random_init: int | None = None,
+    pools: Sequence[str] = BASE_POOLS,
 ) -> PooledFeatures:
-    """Pooled ``pre_neck`` and ``neck`` features of ``paths`` (and their flips), cached under ``directory``.
+    """Pooled features of ``paths`` (and their flips) for each of ``pools``, cached under ``directory``.
 
     ``batch_size`` 1: on a CPU, batches of 4 took 20 % longer per image (0.76 vs 0.62 s, LiteMedSAM).
     ``random_init``: encode with the architecture of ``source`` randomly initialised with this seed
@@ -105,6 +111,10 @@ def pooled_features(
     from ultrasam_training.downstream.encoders import open_encoder, reinitialise
 
     flips = tuple(bool(f) for f in flips)
+    pools = tuple(dict.fromkeys((*BASE_POOLS, *pools)))
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown:
+        raise ValueError(f"unknown pooling {unknown}: expected some of {POOLS}")
     model = open_encoder(source, family=family, fast=True)
     encoder = model.sam.image_encoder.eval()
     if random_init is not None:
@@ -112,7 +122,7 @@ def pooled_features(
     folder = cache_folder(directory, encoder, model.spec.family)
     folder.mkdir(parents=True, exist_ok=True)
     digests = [content_digest(p) for p in paths]
-    todo = [i for i, d in enumerate(digests) if not _entry_valid(folder / f"{d}.npz", flips)]
+    todo = [i for i, d in enumerate(digests) if not _entry_valid(folder / f"{d}.npz", flips, pools)]
     unique_todo = list({digests[i]: i for i in todo}.values())
     if unique_todo:
         log.info("encoding %d of %d images into %s", len(unique_todo), len(paths), folder)
@@ -129,22 +139,19 @@ def pooled_features(
                     tensors.append(prepare_input(image, model.spec)[0])
                     valid.append(valid_fractions(hw, model.spec.image_size))
             with torch.inference_mode():
-                out = features(torch.cat(tensors), with_levels=False, with_neck=True)
+                out = features(torch.cat(tensors), with_levels=True, with_neck=True)
                 valid_t = torch.tensor(valid)
-                pooled = {
-                    "pre_neck": masked_mean(out.pre_neck, valid_t).numpy(),
-                    "neck": masked_mean(out.neck, valid_t).numpy(),
-                }
+                pooled = {pool: pool_descriptor(out, pool, valid_t).numpy() for pool in POOLS}
             for j, i in enumerate(chunk):
                 rows = slice(j * len(flips), (j + 1) * len(flips))
                 arrays = {k: v[rows].astype(np.float32) for k, v in pooled.items()}
                 _save_entry(folder / f"{digests[i]}.npz", arrays, flips)
             bar.update(len(chunk))
         bar.close()
-    arrays: dict[str, list[np.ndarray]] = {pool: [] for pool in POOLS}
+    arrays: dict[str, list[np.ndarray]] = {pool: [] for pool in pools}
     for digest in digests:
         with np.load(folder / f"{digest}.npz", allow_pickle=False) as data:
-            for pool in POOLS:
+            for pool in pools:
                 arrays[pool].append(data[pool])
     return PooledFeatures(
         arrays={pool: np.stack(values) for pool, values in arrays.items()},
