@@ -30,7 +30,18 @@ from ultrasam.frames import frames_along
 from ultrasam.phantom import Lesion, dice, synthetic_volume
 from ultrasam.predictor import Prediction, Predictor
 from ultrasam.prompts import FramePrompts
-from ultrasam.propagate import Appearance, Carry, Evidence, SliceResult, StopRule, grow_box, propagate
+from ultrasam.propagate import (
+    CONTRAST_FLOOR,
+    Appearance,
+    Carry,
+    Evidence,
+    SliceResult,
+    StopRule,
+    contrast_ratio,
+    echo_contrast,
+    grow_box,
+    propagate,
+)
 from ultrasam.transforms import mask_to_box
 from ultrasam.volume import Volume
 
@@ -124,6 +135,30 @@ def test_one_doubted_frame_is_kept_and_patience_doubted_frames_in_a_row_end_the_
     assert sorted(results) == list(range(7))
     (up,) = [end for end in results.sweeps if end.step == 1]
     assert (up.last, up.at, up.reason) == (6, 7, "score") and up.evidence.score == pytest.approx(0.2)
+
+
+def test_a_sweep_stops_where_the_object_no_longer_stands_out_from_its_surroundings():
+    """The stand-in's masks follow the box everywhere (model evidence never changes); the frames hold a
+    dark object under that box on frames 3..8 only. With a contrast test, both sweeps end on the first
+    frame whose mask has lost the keyframe's echo contrast, naming it."""
+    rng = np.random.default_rng(1)
+    frames = rng.normal(120.0, 12.0, (12, *SHAPE))
+    for n in range(3, 9):
+        frames[n][rectangle(*LEFT)] -= 40.0
+    rule = replace(StopRule.legacy(), min_contrast=0.5)
+    results = propagate(
+        BoxFollowingPredictor(), lambda n: frames[n], 12, {5: FramePrompts(5, box=np.array(LEFT))},
+        lookahead=0, progress=False, stop_rule=rule,
+    )
+    assert sorted(results) == list(range(3, 9))
+    ends = {end.step: end for end in results.sweeps}
+    assert (ends[-1].at, ends[-1].reason, ends[1].at, ends[1].reason) == (2, "faded", 9, "faded")
+    assert ends[1].evidence.contrast < 0.2
+    unchecked = propagate(  # the same run without the test: the sweeps cross the object's ends
+        BoxFollowingPredictor(), lambda n: frames[n], 12, {5: FramePrompts(5, box=np.array(LEFT))},
+        lookahead=0, progress=False, stop_rule=StopRule.legacy(),
+    )
+    assert sorted(unchecked) == list(range(12))
 
 
 def test_a_frame_with_only_negative_clicks_stops_propagation_and_gets_no_mask():
@@ -272,6 +307,7 @@ def evidence(**values) -> Evidence:
         (dict(box_iou=0.05), "off box"),
         (dict(similarity=0.5), "unlike keyframe"),
         (dict(margin=-0.5), "background"),
+        (dict(contrast=0.1), "faded"),
     ],
 )
 def test_each_test_of_the_rule_names_its_reason(change, reason):
@@ -285,14 +321,50 @@ def test_each_test_of_the_rule_names_its_reason(change, reason):
         min_box_iou=0.2,
         min_similarity=0.8,
         min_margin=-0.1,
+        min_contrast=0.4,
     )
     assert rule.reason(evidence()) is None
     assert rule.reason(evidence(**change)) == reason
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    inside=st.floats(20, 200),
+    outside=st.floats(20, 200),
+    noise=st.floats(2, 20),
+    radius=st.integers(6, 20),
+    seed=st.integers(0, 2**16),
+)
+def test_echo_contrast_is_the_contrast_to_noise_ratio_of_a_disk(inside, outside, noise, radius, seed):
+    """A disk of mean ``inside`` in tissue of mean ``outside``, both with noise ``noise``: the measure is
+    (outside - inside) / noise, signed (a dark object is positive), whatever the disk's size."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:64, :64]
+    disk = (rows - 32) ** 2 + (cols - 32) ** 2 <= radius**2
+    image = np.where(disk, inside, outside) + rng.normal(0.0, noise, disk.shape)
+    expected = (outside - inside) / noise
+    assert echo_contrast(image, disk) == pytest.approx(expected, abs=0.25 + 0.15 * abs(expected))
+    rgb = np.repeat(image[..., None], 3, axis=-1)  # colour frames are read as their grey level
+    assert echo_contrast(rgb, disk) == pytest.approx(echo_contrast(image, disk), rel=1e-5)
+
+
+def test_a_mask_on_uniform_tissue_has_no_contrast_and_its_ratio_fades():
+    rng = np.random.default_rng(0)
+    tissue = rng.normal(100.0, 10.0, (64, 64))
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 24:44] = True
+    assert abs(echo_contrast(tissue, mask)) < 0.2
+    assert echo_contrast(tissue, np.zeros_like(mask)) == 0.0
+    assert contrast_ratio(echo_contrast(tissue, mask), 3.0) < 0.1  # the keyframe's object stood out
+    assert contrast_ratio(-3.0, 3.0) == -1.0  # brighter where the keyframe's object was darker
+    assert contrast_ratio(0.0, CONTRAST_FLOOR / 2) == 1.0  # a keyframe not told apart by echo: no comparison
+    assert contrast_ratio(0.0, None) == 1.0
+
+
 def test_the_default_rule_keeps_a_healthy_frame_and_compares_appearance():
     assert StopRule().reason(evidence(similarity=0.95, margin=0.05)) is None
     assert StopRule().compares_appearance and not StopRule.legacy().compares_appearance
+    assert not StopRule.legacy().compares_contrast and StopRule(min_contrast=0.3).compares_contrast
     assert StopRule().patience == 2 and StopRule.legacy().patience == 1
 
 

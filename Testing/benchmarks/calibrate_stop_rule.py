@@ -40,10 +40,14 @@ from ultrasam.propagate import Evidence, StopRule
 
 
 class _NeverStop(StopRule):
-    """Keeps every non-empty frame but still measures the appearance evidence."""
+    """Keeps every non-empty frame but still measures the appearance and contrast evidence."""
 
     @property
     def compares_appearance(self) -> bool:
+        return True
+
+    @property
+    def compares_contrast(self) -> bool:
         return True
 
 
@@ -117,7 +121,18 @@ def score(cases: list[dict], rule: StopRule) -> dict[str, float]:
     return dict(dice=float(np.mean(dices)), early=early, late=late, sweeps=sweeps)
 
 
-def grid(base: StopRule) -> list[StopRule]:
+def grid(base: StopRule, focus: bool = False) -> list[StopRule]:
+    """Every combination of the values below; with ``focus`` only the appearance, contrast and patience
+    tests vary (the geometric safety nets stay ``base``'s), 588 rules instead of 483,840."""
+    if focus:
+        values = dict(
+            min_similarity=(-1.0, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94),
+            min_margin=(-2.0, -0.05, -0.01, 0.0),
+            min_contrast=(float("-inf"), 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+            patience=(1, 2, 3),
+        )
+        names = list(values)
+        return [replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values.values())]
     values = dict(
         min_similarity=(-1.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9),
         min_margin=(-2.0, -0.1, -0.05, -0.03, -0.01, 0.0, 0.02),
@@ -127,6 +142,7 @@ def grid(base: StopRule) -> list[StopRule]:
         min_shrink=(0.3, 0.5),
         max_fill=(0.9, 1.0, float("inf")),
         min_box_iou=(0.0, 0.3, 0.6),
+        min_contrast=(float("-inf"), 0.3, 0.5, 0.7),
         patience=(1, 2, 3),
     )
     names = list(values)
@@ -140,6 +156,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=None)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--focus", action="store_true", help="vary only the appearance, contrast and patience tests")
     args = parser.parse_args()
     if not set(args.seeds) <= set(VALIDATION_SEEDS):
         parser.error(f"choose rules on the validation seeds only: {VALIDATION_SEEDS}")
@@ -147,6 +164,8 @@ def main() -> None:
     path = args.record or Path(f"work_dirs/stopcal_{args.model}.pkl")
     if path.exists():
         cases = pickle.loads(path.read_bytes())  # our own recording, written below
+        if any("contrast" not in vars(evidence) for case in cases for _, evidence in case["frames"].values()):
+            parser.error(f"{path} was recorded before the contrast evidence existed: delete it to record again")
     else:
         cases = record(args.model, args.seeds)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,10 +175,10 @@ def main() -> None:
     print(f"never stopping: mean 3D Dice {never['dice']:.3f}; oracle per case: "
           f"{np.mean([_oracle(c) for c in cases]):.3f}")
     default = StopRule.for_family(open_model(args.model, device="cpu").spec.family)
-    rows = [(rule, score(cases, rule)) for rule in tqdm(grid(default), desc="rules", unit="rule")]
+    rows = [(rule, score(cases, rule)) for rule in tqdm(grid(default, args.focus), desc="rules", unit="rule")]
     rows.sort(key=lambda row: (-round(row[1]["dice"], 3), row[1]["early"]))
-    fields = ("min_similarity", "min_margin", "min_score", "min_stability", "max_growth", "min_shrink", "max_fill",
-              "min_box_iou", "patience")
+    fields = ("min_similarity", "min_margin", "min_contrast", "min_score", "min_stability", "max_growth",
+              "min_shrink", "max_fill", "min_box_iou", "patience")
     print("| " + " | ".join(fields) + " | 3D Dice | early | late |")
     print("|" + "---|" * (len(fields) + 3))
     current = score(cases, default)

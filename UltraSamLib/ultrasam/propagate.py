@@ -118,6 +118,48 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / norms if norms > 0 else 0.0
 
 
+def echo_contrast(image: np.ndarray, mask: np.ndarray) -> float:
+    """Contrast-to-noise ratio of a mask in the frame's own pixels: (mean around − mean inside) over
+    their pooled standard deviation, the ring as wide as a third of the mask's equivalent radius (≥ 3 px).
+
+    Positive for a darker (hypoechoic) object, negative for a brighter one, near 0 where the mask
+    lies on tissue like its surroundings. Why it exists beside :class:`Appearance`: on a faint lesion
+    the encoder's view of a mask past the object's end stays as similar to the keyframe's object as
+    the object itself (cosine 0.93–0.96 on both sides of the end in the validation sweeps), while the
+    echo difference the sonographer sees is gone.
+    """
+    from scipy import ndimage
+
+    if not mask.any():
+        return 0.0
+    gray = image.astype(np.float32, copy=False)
+    if gray.ndim == 3:
+        gray = gray.mean(axis=-1)
+    ring = max(3, int(round(np.sqrt(mask.sum() / np.pi) / 3)))
+    rows, cols = np.nonzero(mask)
+    top, left = max(rows.min() - ring - 1, 0), max(cols.min() - ring - 1, 0)
+    bottom, right = rows.max() + ring + 2, cols.max() + ring + 2
+    inside, window = mask[top:bottom, left:right], gray[top:bottom, left:right]
+    around = (ndimage.distance_transform_edt(~inside) <= ring) & ~inside
+    if not around.any():
+        return 0.0
+    a, b = window[inside], window[around]
+    spread = float(np.sqrt((a.var() + b.var()) / 2.0))
+    return float(b.mean() - a.mean()) / max(spread, 1e-6)
+
+
+CONTRAST_FLOOR = 0.5
+"""A keyframe whose own :func:`echo_contrast` is weaker than this (in either sign) is not told from its
+surroundings by mean echo, so its sweeps do not compare contrast (``Evidence.contrast`` stays 1)."""
+
+
+def contrast_ratio(contrast: float, keyframe: float | None) -> float:
+    """A frame's echo contrast as a share of its keyframe's (1 when the keyframe's is too weak to compare)."""
+    if keyframe is None or abs(keyframe) < CONTRAST_FLOOR:
+        return 1.0
+    return contrast / keyframe
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What the model said on one propagated frame, measured against its prompt and its keyframe.
@@ -126,7 +168,8 @@ class Evidence:
     area over the prompt box's area; ``stability`` is the IoU of the mask's logits thresholded at
     +1 and at -1 (SAM's stability score: a mask whose edge moves with the threshold is a guess);
     ``similarity`` and ``margin`` compare what the encoder sees under the mask with the keyframe's
-    object and surroundings (:class:`Appearance`).
+    object and surroundings (:class:`Appearance`); ``contrast`` is the mask's echo contrast against
+    its surroundings as a share of the keyframe's (:func:`echo_contrast`, :func:`contrast_ratio`).
     """
 
     area: int
@@ -137,6 +180,7 @@ class Evidence:
     stability: float
     similarity: float = 1.0
     margin: float = 1.0
+    contrast: float = 1.0
 
     @classmethod
     def measure(
@@ -148,6 +192,7 @@ class Evidence:
         previous: np.ndarray,
         look: Appearance | None = None,
         keyframe: Appearance | None = None,
+        contrast: float = 1.0,
     ) -> "Evidence":
         area = int(mask.sum())
         compared = look is not None and keyframe is not None
@@ -160,6 +205,7 @@ class Evidence:
             stability=_stability(logits),
             similarity=look.similarity(keyframe) if compared else 1.0,
             margin=look.margin(keyframe) if compared else 1.0,
+            contrast=float(contrast),
         )
 
     @property
@@ -210,6 +256,8 @@ class StopRule:
       below ``min_similarity`` to the keyframe's object.
     * ``background``: it resembles the keyframe's surroundings more than its object, by more than
       ``-min_margin``.
+    * ``faded``: its echo contrast against its surroundings is less than ``min_contrast`` of the
+      keyframe's (:func:`contrast_ratio`; off, ``-inf``, unless a family's rule sets it).
 
     **How the defaults were chosen.** Unstopped sweeps from the middle keyframe (its box, 3 px
     loose) of :func:`ultrasam.phantom.phantom_case` cases of every kind with the seeds in
@@ -235,6 +283,7 @@ class StopRule:
     min_box_iou: float = 0.3
     min_similarity: float = 0.88
     min_margin: float = -0.01
+    min_contrast: float = float("-inf")
     patience: int = 2
 
     @classmethod
@@ -266,6 +315,7 @@ class StopRule:
             ("off box", evidence.box_iou < self.min_box_iou),
             ("unlike keyframe", evidence.similarity < self.min_similarity),
             ("background", evidence.margin < self.min_margin),
+            ("faded", evidence.contrast < self.min_contrast),
         )
         return next((name for name, failed in tests if failed), None)
 
@@ -273,6 +323,11 @@ class StopRule:
     def compares_appearance(self) -> bool:
         """Whether :meth:`reason` needs the encoder's view of the masks (``similarity``, ``margin``)."""
         return self.min_similarity > -1.0 or self.min_margin > -2.0
+
+    @property
+    def compares_contrast(self) -> bool:
+        """Whether :meth:`reason` needs the frames' echo contrast (``contrast``)."""
+        return self.min_contrast > float("-inf")
 
     def with_min_score(self, min_score: float | None) -> "StopRule":
         return self if min_score is None else replace(self, min_score=min_score)
@@ -378,8 +433,9 @@ class SliceEncoder:
             for index in soon:
                 self._request(index)
 
-    def activate(self, index: int) -> None:
-        """Make frame ``index`` the predictor's current image (waits for the worker if it is encoding it)."""
+    def activate(self, index: int) -> np.ndarray:
+        """Make frame ``index`` the predictor's current image (waits for the worker if it is encoding it);
+        returns the frame."""
         if self._worker is not None and not self._cached(index):
             with self._changed:
                 self._wanted.add(index)
@@ -390,7 +446,9 @@ class SliceEncoder:
                 self._requested.discard(index)
         # from the store; encoded here if the worker failed on it (raising its error here) or it was evicted
         self._encoded_here += int(not self._cached(index))
-        self._predictor.set_image(self._frame(index), key=(self._key, index))
+        image = self._frame(index)
+        self._predictor.set_image(image, key=(self._key, index))
+        return image
 
     def close(self) -> None:
         """Stop the worker, after the frame it is encoding."""
@@ -622,6 +680,7 @@ class _Run:
     results: dict[int, SliceResult] = field(default_factory=dict)
     ends: list[SweepEnd] = field(default_factory=list)
     looks: dict[int, Appearance] = field(default_factory=dict)  # each keyframe's object, as the encoder sees it
+    contrasts: dict[int, float] = field(default_factory=dict)  # each keyframe's echo contrast
     mask_inputs: dict[int, np.ndarray] = field(default_factory=dict)  # keyframes' previous logits
 
     def segment_keyframes(self, keyframes: list[int], sweep: bool) -> None:
@@ -632,7 +691,7 @@ class _Run:
             if self.should_stop():
                 return
             self.encoder.expect(self._open([*keyframes[position + 1 :], *first_swept]))
-            self.encoder.activate(index)
+            image = self.encoder.activate(index)
             arguments = self.prompts[index].predict_kwargs()
             if index in self.mask_inputs:
                 arguments["mask_input"] = np.asarray(self.mask_inputs[index], np.float32)[None]
@@ -642,6 +701,8 @@ class _Run:
                 getattr(prediction, "label", None), getattr(prediction, "probabilities", None),
             )
             self.looks[index] = self._look(prediction.logits)
+            if self.rule.compares_contrast:
+                self.contrasts[index] = echo_contrast(image, prediction.mask)
             self.bar.update()
             self.on_result(index, self.results[index])  # final: no sweep enters a keyframe
 
@@ -703,7 +764,7 @@ class _Run:
     def _predict(self, current: _Sweep, index: int) -> tuple[SliceResult, Evidence]:
         previous = current.previous
         carried = self.carry.prompts(previous)
-        self.encoder.activate(index)
+        image = self.encoder.activate(index)
         # only the prompted frames are classified: the classifier learnt prompts, not carried boxes
         unclassified = {"classify": False} if getattr(self.predictor, "classifier", None) is not None else {}
         prediction = self.predictor.predict(**carried, **unclassified)
@@ -715,6 +776,7 @@ class _Run:
             previous.mask,
             self._look(prediction.logits),
             self.looks.get(current.keyframe),
+            self._contrast(image, prediction.mask, current.keyframe),
         )
         return SliceResult(
             index, prediction.mask, prediction.score, prediction.logits, False, current.keyframe
@@ -727,6 +789,12 @@ class _Run:
         geometry = self.predictor.geometry
         valid = (geometry.resized_hw[0] / geometry.input_size, geometry.resized_hw[1] / geometry.input_size)
         return Appearance.measure(self.predictor.embedding, logits, valid)
+
+    def _contrast(self, image: np.ndarray, mask: np.ndarray, keyframe: int) -> float:
+        """The frame's echo contrast as a share of its keyframe's, when the stop rule asks for it."""
+        if not self.rule.compares_contrast:
+            return 1.0
+        return contrast_ratio(echo_contrast(image, mask), self.contrasts.get(keyframe))
 
     def _upcoming(self, current: _Sweep, order: list[_Sweep]) -> Iterator[int]:
         """Frames in range the sweeps will ask for after ``current``'s, soonest first, if none of them stops."""

@@ -13,4 +13,18 @@ model = dict(
     head_init="work_dirs/downstream_classify_linear_litemedsam",
     medsa=dict(identity_init=True),
 )
-optim_wrapper = dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(custom_keys={"head": dict(lr_mult=0.2)}))
+# The last block's pretrained weights train at 0.1x (5e-5): at the adapters' 5e-4 the first 40 iterations'
+# loss rose from 0.14 to 1.5 (the probe's standardised head is sensitive to a moving last stage). mmengine
+# matches the longest key first, so the adapters inside that block keep the full rate.
+_last_block = "features.encoder.layers.3.blocks.1"
+optim_wrapper = dict(
+    optimizer=dict(lr=5e-4),
+    paramwise_cfg=dict(
+        custom_keys={
+            "head": dict(lr_mult=0.2),
+            _last_block + ".": dict(lr_mult=0.1),
+            _last_block + ".attn.space_adapter": dict(lr_mult=1.0),
+            _last_block + ".mlp.mlp_adapter": dict(lr_mult=1.0),
+        }
+    ),
+)
