@@ -115,3 +115,38 @@ def test_compare_command_prints_the_paired_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| test |" in printed and "better" in printed and "20 / 0 / 80" in printed
     assert out.read_text() == printed
+
+
+def _prediction_rows(folder, name, header, rows):
+    path = folder / "results" / "predictions"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{name}.csv").write_text(",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def test_lesion_auroc_against_the_image_level_classifier_on_the_same_lesions(tmp_path):
+    """Image c holds two lesions. Image-level p(malignant | not normal): a 0.6, b 0.2, c 0.4, d 0.8; the
+    lesion pairs (malignant, benign) it orders right: (c,b) twice, (d,a), (d,b) -> 4 of 6. The prompted
+    run orders all 6 right. Intervals resample the 4 images, keeping c's lesions together."""
+    from ultrasam_training.downstream.paired import lesion_auroc_against_image
+    from ultrasam_training.evaluation.errors import EvaluationError
+
+    image, prompted = tmp_path / "image", tmp_path / "prompted"
+    _prediction_rows(image, "test", ["key", "label", "p_benign", "p_malignant", "p_normal"], [
+        ["a.png", "benign", 0.30, 0.45, 0.25], ["b.png", "benign", 0.80, 0.20, 0.00],
+        ["c.png", "malignant", 0.30, 0.20, 0.50], ["d.png", "malignant", 0.20, 0.80, 0.00],
+        ["n.png", "normal", 0.10, 0.10, 0.80],
+    ])
+    _prediction_rows(prompted, "test_box", ["key", "label", "p_benign", "p_malignant"], [
+        ["a.png|1|box", "benign", 0.9, 0.1], ["b.png|1|box", "benign", 0.8, 0.2],
+        ["c.png|1|box", "malignant", 0.3, 0.7], ["c.png|2|box", "malignant", 0.4, 0.6], ["d.png|1|box", "malignant", 0.1, 0.9],
+    ])
+    result = lesion_auroc_against_image(prompted, image, bootstrap=300, seed=1)
+    assert (result.lesions, result.images) == (5, 4)
+    assert result.prompted.value == 1.0 and result.image_level.value == pytest.approx(4 / 6)
+    assert result.difference.value == pytest.approx(1 / 3)
+    assert result.difference.low <= result.difference.value <= result.difference.high
+    assert result.verdict in ("prompted better", "tie") and "| 5 (4) |" in result.markdown("p", "i")
+
+    _prediction_rows(prompted, "test_point", ["key", "label", "p_benign", "p_malignant"], [["z.png|1|point", "benign", 0.5, 0.5]])
+    with pytest.raises(EvaluationError, match="not in"):
+        lesion_auroc_against_image(prompted, image, prompted_set="test_point")

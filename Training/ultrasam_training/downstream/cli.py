@@ -1,4 +1,4 @@
-"""``ultrasam downstream classify|segment|prompted CONFIG`` and ``ultrasam downstream compare BASE NEW``.
+"""``ultrasam downstream classify|segment|prompted CONFIG``, ``compare BASE NEW`` and ``lesion-vs-image PROMPTED IMAGE``.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     ultrasam downstream segment downstream_segment_litemedsam --work-dir work_dirs/m2f_lite
     ultrasam downstream prompted downstream_prompted_litemedsam              # writes prompt_classifier.safetensors
     ultrasam downstream compare work_dirs/run_a work_dirs/run_b --metric correct
+    ultrasam downstream lesion-vs-image work_dirs/downstream_prompted_ultrasam_lite work_dirs/downstream_classify_lora_lpft_litemedsam
 
 Research benchmarks on a public dataset split, not a diagnosis.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from ultrasam_training.downstream.paired import ITEM_METRICS
 
@@ -48,6 +50,20 @@ def _compare(args: argparse.Namespace) -> int:
         write_text_atomic(args.out, table, overwrite=args.overwrite)
         row = {**asdict(result), "verdict": result.verdict}
         write_text_atomic(str(args.out) + ".json", json.dumps(row, indent=1) + "\n", overwrite=args.overwrite)
+    return 0
+
+
+def _lesion_vs_image(args: argparse.Namespace) -> int:
+    from ultrasam.atomic import write_text_atomic
+    from ultrasam_training.downstream.paired import lesion_auroc_against_image
+
+    result = lesion_auroc_against_image(
+        args.prompted, args.image, args.set, args.image_set, bootstrap=args.bootstrap, seed=args.seed
+    )
+    table = result.markdown(Path(args.prompted).resolve().name, Path(args.image).resolve().name)
+    print(table, end="")
+    if args.out:
+        write_text_atomic(args.out, table, overwrite=args.overwrite)
     return 0
 
 
@@ -85,3 +101,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", help="also write the table (and OUT.json)")
     compare.add_argument("--overwrite", action="store_true")
     compare.set_defaults(func=_compare)
+    versus = tasks.add_parser(
+        "lesion-vs-image",
+        help="benign/malignant AUROC of a prompted run against an image-level classifier on the same lesions",
+    )
+    versus.add_argument("prompted", help="work dir of a `downstream prompted` run")
+    versus.add_argument("image", help="work dir of a `downstream classify` run (3-class or benign/malignant)")
+    versus.add_argument("--set", default="test_box", help="the prompted run's set (test_box or test_point)")
+    versus.add_argument("--image-set", default="test", help="the image-level run's set (default test)")
+    versus.add_argument("--bootstrap", type=int, default=10_000)
+    versus.add_argument("--seed", type=int, default=0)
+    versus.add_argument("--out", help="also write the table")
+    versus.add_argument("--overwrite", action="store_true")
+    versus.set_defaults(func=_lesion_vs_image)
