@@ -462,7 +462,8 @@ def test_the_model_family_picks_the_carry_and_the_stop_rule():
     carried = [c for c in calls if c.get("points") is not None]
     assert len(carried) == len(calls) - 1 == 4 and all(c["mask_input"] is not None for c in carried)
     assert sorted(results) == list(range(5))
-    assert StopRule.for_family("ultrasam_lite").patience == 1 and StopRule.for_family("litemedsam") == StopRule()
+    lite = StopRule.for_family("ultrasam_lite")
+    assert lite.patience == 2 and lite.compares_contrast and StopRule.for_family("litemedsam") == StopRule()
 
 
 # ------------------------------------------------------------------------------ the real model
