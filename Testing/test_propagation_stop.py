@@ -31,7 +31,6 @@ from ultrasam.phantom import Lesion, dice, synthetic_volume
 from ultrasam.predictor import Prediction, Predictor
 from ultrasam.prompts import FramePrompts
 from ultrasam.propagate import (
-    CONTRAST_FLOOR,
     Appearance,
     Carry,
     Evidence,
@@ -291,7 +290,7 @@ def test_pipeline_reports_each_mask_on_the_frames_own_grid():
 # ------------------------------------------------------------------------------------ stop rule
 def evidence(**values) -> Evidence:
     """Evidence of a healthy propagated frame, with ``values`` changed."""
-    base = dict(area=400, previous_area=420, box_iou=0.8, fill=0.6, score=0.85, stability=0.9)
+    base = dict(area=400, previous_area=420, box_iou=0.8, fill=0.6, score=0.85, stability=0.9, keyframe_contrast=2.0)
     return Evidence(**{**base, **values})
 
 
@@ -357,8 +356,11 @@ def test_a_mask_on_uniform_tissue_has_no_contrast_and_its_ratio_fades():
     assert echo_contrast(tissue, np.zeros_like(mask)) == 0.0
     assert contrast_ratio(echo_contrast(tissue, mask), 3.0) < 0.1  # the keyframe's object stood out
     assert contrast_ratio(-3.0, 3.0) == -1.0  # brighter where the keyframe's object was darker
-    assert contrast_ratio(0.0, CONTRAST_FLOOR / 2) == 1.0  # a keyframe not told apart by echo: no comparison
-    assert contrast_ratio(0.0, None) == 1.0
+    assert contrast_ratio(0.0, None) == contrast_ratio(0.0, 0.0) == 1.0  # nothing to compare with
+    rule = StopRule(min_contrast=0.4, contrast_floor=0.5)
+    assert rule.reason(evidence(contrast=0.1, keyframe_contrast=0.6, similarity=0.95, margin=0.05)) == "faded"
+    # a keyframe not told apart from its surroundings by echo: the test does not apply
+    assert rule.reason(evidence(contrast=0.1, keyframe_contrast=0.3, similarity=0.95, margin=0.05)) is None
 
 
 def test_the_default_rule_keeps_a_healthy_frame_and_compares_appearance():

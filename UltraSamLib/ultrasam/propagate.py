@@ -148,14 +148,12 @@ def echo_contrast(image: np.ndarray, mask: np.ndarray) -> float:
     return float(b.mean() - a.mean()) / max(spread, 1e-6)
 
 
-CONTRAST_FLOOR = 0.5
-"""A keyframe whose own :func:`echo_contrast` is weaker than this (in either sign) is not told from its
-surroundings by mean echo, so its sweeps do not compare contrast (``Evidence.contrast`` stays 1)."""
-
-
 def contrast_ratio(contrast: float, keyframe: float | None) -> float:
-    """A frame's echo contrast as a share of its keyframe's (1 when the keyframe's is too weak to compare)."""
-    if keyframe is None or abs(keyframe) < CONTRAST_FLOOR:
+    """A frame's echo contrast as a share of its keyframe's (1 when the keyframe's is unknown or zero).
+
+    Whether the keyframe's contrast is strong enough to compare with is the stop rule's call
+    (``StopRule.contrast_floor``)."""
+    if keyframe is None or abs(keyframe) < 1e-6:
         return 1.0
     return contrast / keyframe
 
@@ -169,7 +167,8 @@ class Evidence:
     +1 and at -1 (SAM's stability score: a mask whose edge moves with the threshold is a guess);
     ``similarity`` and ``margin`` compare what the encoder sees under the mask with the keyframe's
     object and surroundings (:class:`Appearance`); ``contrast`` is the mask's echo contrast against
-    its surroundings as a share of the keyframe's (:func:`echo_contrast`, :func:`contrast_ratio`).
+    its surroundings as a share of the keyframe's (:func:`echo_contrast`, :func:`contrast_ratio`) and
+    ``keyframe_contrast`` the size of the keyframe's own (0 when not measured).
     """
 
     area: int
@@ -181,6 +180,7 @@ class Evidence:
     similarity: float = 1.0
     margin: float = 1.0
     contrast: float = 1.0
+    keyframe_contrast: float = 0.0
 
     @classmethod
     def measure(
@@ -193,6 +193,7 @@ class Evidence:
         look: Appearance | None = None,
         keyframe: Appearance | None = None,
         contrast: float = 1.0,
+        keyframe_contrast: float = 0.0,
     ) -> "Evidence":
         area = int(mask.sum())
         compared = look is not None and keyframe is not None
@@ -206,6 +207,7 @@ class Evidence:
             similarity=look.similarity(keyframe) if compared else 1.0,
             margin=look.margin(keyframe) if compared else 1.0,
             contrast=float(contrast),
+            keyframe_contrast=abs(float(keyframe_contrast)),
         )
 
     @property
@@ -257,7 +259,9 @@ class StopRule:
     * ``background``: it resembles the keyframe's surroundings more than its object, by more than
       ``-min_margin``.
     * ``faded``: its echo contrast against its surroundings is less than ``min_contrast`` of the
-      keyframe's (:func:`contrast_ratio`; off, ``-inf``, unless a family's rule sets it).
+      keyframe's (:func:`contrast_ratio`; off, ``-inf``, unless a family's rule sets it). Only
+      when the keyframe's own contrast is at least ``contrast_floor``: a keyframe not told apart from
+      its surroundings by mean echo gives nothing to compare with.
 
     **How the defaults were chosen.** Unstopped sweeps from the middle keyframe (its box, 3 px
     loose) of :func:`ultrasam.phantom.phantom_case` cases of every kind with the seeds in
@@ -284,6 +288,7 @@ class StopRule:
     min_similarity: float = 0.88
     min_margin: float = -0.01
     min_contrast: float = float("-inf")
+    contrast_floor: float = 0.5
     patience: int = 2
 
     @classmethod
@@ -315,7 +320,7 @@ class StopRule:
             ("off box", evidence.box_iou < self.min_box_iou),
             ("unlike keyframe", evidence.similarity < self.min_similarity),
             ("background", evidence.margin < self.min_margin),
-            ("faded", evidence.contrast < self.min_contrast),
+            ("faded", evidence.keyframe_contrast >= self.contrast_floor and evidence.contrast < self.min_contrast),
         )
         return next((name for name, failed in tests if failed), None)
 
@@ -784,7 +789,7 @@ class _Run:
             previous.mask,
             self._look(prediction.logits),
             self.looks.get(current.keyframe),
-            self._contrast(image, prediction.mask, current.keyframe),
+            *self._contrast(image, prediction.mask, current.keyframe),
         )
         return SliceResult(
             index, prediction.mask, prediction.score, prediction.logits, False, current.keyframe
@@ -798,11 +803,12 @@ class _Run:
         valid = (geometry.resized_hw[0] / geometry.input_size, geometry.resized_hw[1] / geometry.input_size)
         return Appearance.measure(self.predictor.embedding, logits, valid)
 
-    def _contrast(self, image: np.ndarray, mask: np.ndarray, keyframe: int) -> float:
-        """The frame's echo contrast as a share of its keyframe's, when the stop rule asks for it."""
+    def _contrast(self, image: np.ndarray, mask: np.ndarray, keyframe: int) -> tuple[float, float]:
+        """The frame's echo contrast as a share of its keyframe's, and the keyframe's, when the rule asks."""
         if not self.rule.compares_contrast:
-            return 1.0
-        return contrast_ratio(echo_contrast(image, mask), self.contrasts.get(keyframe))
+            return 1.0, 0.0
+        reference = self.contrasts.get(keyframe)
+        return contrast_ratio(echo_contrast(image, mask), reference), abs(reference or 0.0)
 
     def _upcoming(self, current: _Sweep, order: list[_Sweep]) -> Iterator[int]:
         """Frames in range the sweeps will ask for after ``current``'s, soonest first, if none of them stops."""
