@@ -32,15 +32,20 @@ from ultrasam_training.evaluation.paired import PairedResult, compare_values, ma
 ITEM_METRICS = ("correct", "true_probability", "lesion_iou")
 
 
-def read_items(run_dir: str | Path, set_name: str, metric: str) -> dict[tuple[str, str], float]:
-    """``{(key, ""): value}`` of one run's per-item predictions (the key shape compare_values sorts)."""
+def _prediction_rows(run_dir: str | Path, set_name: str) -> tuple[Path, list[dict[str, str]]]:
+    """``results/predictions/<set>.csv`` of a run's work dir (or of a results folder given directly)."""
     path = Path(run_dir) / "results" / "predictions" / f"{set_name}.csv"
     if not path.is_file():
-        path = Path(run_dir) / "predictions" / f"{set_name}.csv"  # a results folder given directly
+        path = Path(run_dir) / "predictions" / f"{set_name}.csv"
     if not path.is_file():
         raise EvaluationError(f"{run_dir} has no predictions for set {set_name!r} (run `ultrasam downstream` first)")
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        return path, list(csv.DictReader(handle))
+
+
+def read_items(run_dir: str | Path, set_name: str, metric: str) -> dict[tuple[str, str], float]:
+    """``{(key, ""): value}`` of one run's per-item predictions (the key shape compare_values sorts)."""
+    path, rows = _prediction_rows(run_dir, set_name)
     if rows and metric not in rows[0]:
         raise EvaluationError(
             f"{path} has no {metric!r} column; it offers " + ", ".join(c for c in rows[0] if c in ITEM_METRICS)
@@ -103,13 +108,8 @@ class LesionVsImage:
 
 
 def _rows(run_dir: str | Path, set_name: str) -> list[dict[str, str]]:
-    path = Path(run_dir) / "results" / "predictions" / f"{set_name}.csv"
-    if not path.is_file():
-        path = Path(run_dir) / "predictions" / f"{set_name}.csv"
-    if not path.is_file():
-        raise EvaluationError(f"{run_dir} has no predictions for set {set_name!r} (run `ultrasam downstream` first)")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """The per-item rows of a run with class probabilities (prompted or classification)."""
+    path, rows = _prediction_rows(run_dir, set_name)
     missing = {"key", "label", "p_benign", "p_malignant"} - set(rows[0] if rows else ())
     if missing:
         raise EvaluationError(f"{path} lacks the columns {sorted(missing)}")
