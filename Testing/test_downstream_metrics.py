@@ -140,6 +140,11 @@ def test_lesion_auroc_against_the_image_level_classifier_on_the_same_lesions(tmp
         ["a.png|1|box", "benign", 0.9, 0.1], ["b.png|1|box", "benign", 0.8, 0.2],
         ["c.png|1|box", "malignant", 0.3, 0.7], ["c.png|2|box", "malignant", 0.4, 0.6], ["d.png|1|box", "malignant", 0.1, 0.9],
     ])
+    from ultrasam.cli import main
+
+    out = tmp_path / "versus.md"
+    assert main(["downstream", "lesion-vs-image", str(prompted), str(image), "--bootstrap", "300", "--out", str(out)]) == 0
+    assert "| 5 (4) | 1.000" in out.read_text()
     result = lesion_auroc_against_image(prompted, image, bootstrap=300, seed=1)
     assert (result.lesions, result.images) == (5, 4)
     assert result.prompted.value == 1.0 and result.image_level.value == pytest.approx(4 / 6)

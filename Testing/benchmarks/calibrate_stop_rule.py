@@ -12,7 +12,7 @@ doubted frame still prompts the next), so each rule of the grid is scored exactl
   frame past it), over all sweeps that had an object frame to go to.
 
 Usage: ``python Testing/benchmarks/calibrate_stop_rule.py --model ultrasam_lite [--seeds 100 101]
-[--record work_dirs/stopcal_ultrasam_lite.pkl] [--top 15]``. A recording is reused when
+[--record work_dirs/stopcal_ultrasam_lite.pkl] [--pool OTHER.pkl ...] [--focus] [--top 15]``. A recording is reused when
 its file exists (delete it to record again). Prints the best rules as a Markdown table.
 """
 
@@ -158,6 +158,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--focus", action="store_true", help="vary only the appearance, contrast and patience tests")
+    parser.add_argument(
+        "--pool", type=Path, nargs="+", default=[], help="further recordings (other validation seeds) scored together"
+    )
     args = parser.parse_args()
     if not set(args.seeds) <= set(VALIDATION_SEEDS):
         parser.error(f"choose rules on the validation seeds only: {VALIDATION_SEEDS}")
@@ -171,7 +174,9 @@ def main() -> None:
         cases = record(args.model, args.seeds)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(cases))
-    print(f"{len(cases)} cases from {path}")
+    for extra in args.pool:
+        cases += pickle.loads(extra.read_bytes())  # recordings this script wrote
+    print(f"{len(cases)} cases from {', '.join(map(str, [path, *args.pool]))}")
     never = score(cases, StopRule.legacy(min_score=-1.0))
     print(f"never stopping: mean 3D Dice {never['dice']:.3f}; oracle per case: "
           f"{np.mean([_oracle(c) for c in cases]):.3f}")
