@@ -811,7 +811,7 @@ class _Run:
         if not self.rule.compares_contrast:
             return 1.0, 0.0
         reference = self.contrasts.get(keyframe)
-        return contrast_ratio(echo_contrast(image, mask), reference), abs(reference or 0.0)
+        return contrast_ratio(echo_contrast(image, mask), reference), reference or 0.0
 
     def _upcoming(self, current: _Sweep, order: list[_Sweep]) -> Iterator[int]:
         """Frames in range the sweeps will ask for after ``current``'s, soonest first, if none of them stops."""

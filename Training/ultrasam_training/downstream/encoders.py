@@ -178,10 +178,14 @@ def pyramid_strides(features) -> list[int]:
     return list(features.level_strides[:4])
 
 
-def pooled_width(features, pool: str) -> int:
-    """Width of the descriptor ``pool`` gives for ``features`` (an ``EncoderFeatures`` or ResNet-50)."""
+def _check_pool(pool: str) -> None:
     if pool not in POOLS:
         raise TrainingError(f"pool must be one of {POOLS}, not {pool!r}")
+
+
+def pooled_width(features, pool: str) -> int:
+    """Width of the descriptor ``pool`` gives for ``features`` (an ``EncoderFeatures`` or ResNet-50)."""
+    _check_pool(pool)
     if pool == "levels":
         return int(sum(features.level_channels))
     return int(features.pre_neck_channels if pool == "pre_neck" else features.neck_channels)
@@ -195,8 +199,7 @@ def pool_descriptor(out: EncoderOutput, pool: str, valid: Tensor | None) -> Tens
     multi-layer read-out of linear evaluations such as DINOv2's: earlier stages keep texture and
     edge statistics that the last stage has traded for what the mask decoder needs.
     """
-    if pool not in POOLS:
-        raise TrainingError(f"pool must be one of {POOLS}, not {pool!r}")
+    _check_pool(pool)
     if pool == "levels":
         if not out.levels:
             raise TrainingError("the levels descriptor needs the encoder run with its levels")
