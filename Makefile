@@ -4,15 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# torch 2.14.1 on x86_64 is a CUDA build (~5.5 GB in the venv, ~3 GB of it downloaded): no pip cache
+# copy of those wheels, so the install needs the venv's space and no more.
 CONSTRAINTS := requirements/constraints.txt
 
 .PHONY: demo test bench clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade "pip>=23"
-	$(PY) -m pip install -c $(CONSTRAINTS) torch torchvision
-	$(PY) -m pip install -c $(CONSTRAINTS) -e ".[test,training]"
+	$(PY) -m pip install --no-cache-dir --upgrade "pip>=23"
+	$(PY) -m pip install --no-cache-dir -c $(CONSTRAINTS) torch torchvision
+	$(PY) -m pip install --no-cache-dir -c $(CONSTRAINTS) -e ".[test,training]"
 	touch $(STAMP)
 
 demo: $(STAMP)
