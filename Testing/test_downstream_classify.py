@@ -180,3 +180,47 @@ def test_head_init_starts_the_head_from_another_runs_checkpoint(tmp_path):
     (run / "best_busi_macro_f1_iter_9.pth").write_bytes((run / "best_busi_macro_f1_iter_7.pth").read_bytes())
     with pytest.raises(TrainingError, match="expected one"):
         DownstreamClassifier(num_classes=3, cached=True, feature_dim=16, head=head, head_init=str(run))
+
+
+def _custom_key_configs() -> list[str]:
+    from mmengine.config import Config
+
+    from ultrasam_training.train.runner import CONFIG_DIR
+
+    names = []
+    for path in sorted(CONFIG_DIR.glob("downstream_classify_*_litemedsam.py")):
+        if Config.fromfile(path).optim_wrapper.get("paramwise_cfg", {}).get("custom_keys"):
+            names.append(path.stem)
+    return names
+
+
+@pytest.mark.parametrize("name", _custom_key_configs())
+def test_every_per_parameter_learning_rate_of_a_config_reaches_its_parameters(name, litemedsam_checkpoint):
+    """A custom key that names no parameter silently trains at the base rate (mmengine matches substrings):
+    each key of the LP-FT configs must reach trainable parameters, and those must get the key's rate."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS
+
+    import ultrasam_training.downstream.classification  # noqa: F401  (registers the model)
+    from ultrasam_training.train.runner import load_config
+
+    cfg = load_config(name)
+    cfg.model.update(encoder=str(litemedsam_checkpoint), head_init=None)
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    rates = {}
+    for group in wrapper.optimizer.param_groups:
+        for param in group["params"]:
+            rates[id(param)] = group["lr"]
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    for key, options in keys.items():
+        matched = [n for n in trainable if key in n]
+        assert matched, f"{name}: custom key {key!r} matches no trainable parameter"
+        # mmengine applies the longest matching key; check the parameters whose longest key is this one
+        own = [n for n in matched if max((k for k in keys if k in n), key=len) == key]
+        assert own and all(rates[id(trainable[n])] == pytest.approx(base_lr * options["lr_mult"]) for n in own), key
+    if name == "downstream_classify_finetune_lpft_litemedsam":
+        assert rates[id(trainable["head.1.weight"])] == pytest.approx(1e-4)
+        assert rates[id(trainable["features.encoder.patch_embed.seq.0.c.weight"])] == pytest.approx(5e-6)
